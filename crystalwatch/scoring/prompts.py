@@ -21,6 +21,23 @@ PromptKind = Literal["completion", "chat"]
 # Tokens that end a turn or a document, by their text, when the tokenizer has them.
 END_TOKEN_TEXTS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "</s>", "<eos>")
 
+# Gemma's turn format, for Gemma tokenizers that ship without a chat template (the gemma-3-270m GGUF).
+# Used for rendering only: the tokenizer itself is never modified.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set sys = '' %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set sys = message['content'] + '\n\n' %}"
+    "{% else %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' }}"
+    "{% if loop.index0 == 1 and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}{% endif %}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
 WORD_INNER = "'’"  # apostrophes continue a word ("I'd" is not the letter I)
 TERMINATOR_SETS = {
     "eot": "end-of-turn / end-of-text tokens only: the answer is the whole reply",
@@ -96,9 +113,18 @@ def terminator_ids(tokenizer: Any, name: str = DEFAULT_TERMINATORS, texts: list[
     return np.array(sorted(ids | set(ends)), dtype=np.int64)
 
 
+def chat_template_for(tokenizer: Any) -> str | None:
+    """The tokenizer's chat template; Gemma's turn format for Gemma tokenizers that lack one; else None."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    vocab = tokenizer.get_vocab()
+    return GEMMA_CHAT_TEMPLATE if "<start_of_turn>" in vocab and "<end_of_turn>" in vocab else None
+
+
 def render_chat(tokenizer: Any, prompt: ChatPrompt) -> str:
     """The exact text a chat model sees: its chat template with the generation prompt, then the prefill."""
-    if not getattr(tokenizer, "chat_template", None):
+    template = chat_template_for(tokenizer)
+    if template is None:
         raise ValueError(
             "the tokenizer has no chat template: use completion prompts (kind='completion') "
             "or set tokenizer.chat_template"
@@ -106,7 +132,7 @@ def render_chat(tokenizer: Any, prompt: ChatPrompt) -> str:
     messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [
         {"role": "user", "content": prompt.user}
     ]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
     return text + (prompt.prefill or "")
 
 

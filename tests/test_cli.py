@@ -1,0 +1,67 @@
+"""The `crystalwatch` command on a tiny local model folder and a user's own task file."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from crystalwatch.cli import app
+
+runner = CliRunner()
+
+
+def test_tasks_lists_the_builtin_tasks():
+    result = runner.invoke(app, ["tasks"])
+    assert result.exit_code == 0, result.output
+    for task_id in ("integer_1_10", "playing_card", "us_state", "yes_no"):
+        assert task_id in result.output
+    assert "52" in result.output  # playing cards
+
+
+def test_measure_local_folder_with_user_task(tmp_path, llama, tokenizer):
+    from tiny import save
+
+    folder = save(llama, tokenizer, tmp_path / "tiny")
+    task = {
+        "id": "fruit",
+        "version": 2,
+        "description": "Name a fruit.",
+        "outcomes": ["apple", "banana", "cherry"],
+        "completion_prompts": [{"id": "qa", "text": "Q: Name a fruit.\nA:"}],
+        "chat_prompts": [{"id": "plain", "user": "Name a fruit."}, {"id": "pre", "user": "Fruit?", "prefill": "I say"}],
+    }
+    task_path = tmp_path / "fruit.yaml"
+    task_path.write_text(yaml.safe_dump(task))
+    out = tmp_path / "out" / "m.json"
+    result = runner.invoke(app, ["measure", str(folder), "--tasks", f"coin_flip,{task_path}", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fruit" in result.output and "coin_flip" in result.output
+    audit = json.loads(out.read_text())
+    fruit = audit["tasks"]["fruit"]
+    assert fruit["version"] == 2 and fruit["outcomes"] == ["apple", "banana", "cherry"]
+    assert [v["variant"] for v in fruit["variants"]] == ["plain", "pre"]
+    assert fruit["variants"][1]["prompt"].endswith("I say")
+    assert fruit["variants"][1]["continuations"]["apple"][0]["text"] == " apple"
+
+
+def test_measure_sampled_and_completion(tmp_path, llama, tokenizer):
+    from tiny import save
+
+    folder = save(llama, tokenizer, tmp_path / "tiny")
+    args = ["measure", str(folder), "--tasks", "yes_no", "--estimator", "sampled", "--samples", "20", "--kind"]
+    result = runner.invoke(app, [*args, "completion", "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    variant = json.loads((tmp_path / "s.json").read_text())["tasks"]["yes_no"]["variants"][0]
+    assert sum(variant["counts"].values()) + variant["invalid"] == 20
+
+
+def test_clear_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\nversion: 1\n")
+    result = runner.invoke(app, ["tasks", "--tasks", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "description" in result.output
+    result = runner.invoke(app, ["measure", str(tmp_path / "nowhere.gguf")])
+    assert result.exit_code == 2 and "GGUF file not found" in result.output

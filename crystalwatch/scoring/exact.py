@@ -50,7 +50,9 @@ def _layout(index: int, request: Request) -> _Segment:
     node_of: dict[tuple[int, int], int] = {}
     for cand in request.candidates:
         if not cand.ids:
-            raise ValueError(f"task {request.task_id}, variant {request.variant}: candidate {cand.text!r} has no tokens")
+            raise ValueError(
+                f"task {request.task_id}, variant {request.variant}: candidate {cand.text!r} has no tokens"
+            )
         parent = p - 1
         for tok in cand.ids:
             key = (parent, tok)
@@ -233,9 +235,8 @@ def score_requests(
 
         node_lp = {key: float(v) for key, v in zip(child_keys, child_lp.tolist())}
         for _, _, seg in where:
-            request = requests[seg.index]
             p = seg.length - len(seg.parents)
-            for c, (cand, terminal) in enumerate(zip(request.candidates, seg.terminal_offsets)):
+            for c, terminal in enumerate(seg.terminal_offsets):
                 total, o = term_lp[slot_of[(seg.index, terminal)]].item(), terminal
                 while o >= p:
                     total += node_lp[(seg.index, o)]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crystalwatch.tasks import ChatPrompt, CompletionPrompt, Task
+from crystalwatch.tasks import ChatPrompt, Task
 
 PromptKind = Literal["completion", "chat"]
 
@@ -162,8 +162,8 @@ def _disjoint(task: Task, variant: str, candidates: list[Candidate], terminators
             names = [o.name for o in task.outcomes]
             raise AmbiguousCandidatesError(
                 f"task {task.id} ({task.source}), prompt {variant}: answer {cand.text!r} of outcome "
-                f"'{names[cand.outcome]}' starts with {owner.text!r} of outcome '{names[owner.outcome]}' followed by a "
-                "terminator, so both would count the same generations; change the surface forms in 'outcomes'"
+                f"'{names[cand.outcome]}' starts with {owner.text!r} of outcome '{names[owner.outcome]}' followed "
+                "by a terminator, so both would count the same generations; change the surface forms in 'outcomes'"
             )
     order = {id(c): i for i, c in enumerate(candidates)}
     return sorted(kept.values(), key=lambda c: order[id(c)])

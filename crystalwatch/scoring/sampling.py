@@ -95,4 +95,3 @@ def sample_requests(
                 done += n
             results.append((counts, invalid))
     return results
-

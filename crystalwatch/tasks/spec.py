@@ -182,7 +182,9 @@ def parse_task(raw: Any, source: str = "<memory>") -> Task:
             ChatPrompt(
                 id=str(item["id"]),
                 user=_text(source, f"{where}.user", item["user"], allow_trailing_space=True),
-                system=None if item.get("system") is None else _text(source, f"{where}.system", item["system"], allow_trailing_space=True),
+                system=None
+                if item.get("system") is None
+                else _text(source, f"{where}.system", item["system"], allow_trailing_space=True),
                 prefill=None if item.get("prefill") is None else _text(source, f"{where}.prefill", item["prefill"]),
             )
         )

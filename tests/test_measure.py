@@ -60,6 +60,10 @@ def test_parse_answer(tokenizer):
     assert parse_answer(request, " 1, 2", False, "boundary") == 0
     assert parse_answer(request, " seven apples", False, "boundary") == 6
     assert parse_answer(request, " 12", False, "boundary") is None
+    assert parse_answer(request, " 1 to 10", False, "boundary") is None  # a range is not an answer
+    assert parse_answer(request, " 7 or 8", False, "boundary") is None
+    assert parse_answer(request, " 3-5", False, "boundary") is None
+    assert parse_answer(request, " 7 is mine", False, "boundary") == 6
     assert parse_answer(request, " 1", False, "boundary") is None  # cut by length: could be 10
     assert parse_answer(request, " 1\n", False, "line") == 0
     assert parse_answer(request, " 1.", False, "line") is None

@@ -39,11 +39,14 @@ GEMMA_CHAT_TEMPLATE = (
 )
 
 WORD_INNER = "'’"  # apostrophes continue a word ("I'd" is not the letter I)
+# Words and signs that turn the answer into a range or a choice ("1 to 10", "7 or 8", "3-5"): not an end.
+CONNECTOR_WORDS = frozenset({"to", "through", "or", "and", "out", "x"})
+CONNECTOR_SIGNS = "-–—/~"
 TERMINATOR_SETS = {
     "eot": "end-of-turn / end-of-text tokens only: the answer is the whole reply",
     "line": "eot, or any token starting with a line break: the answer is the whole line",
-    "boundary": "eot, or any token starting with whitespace or punctuation other than an apostrophe: the answer is "
-    "the next word",
+    "boundary": "eot, or any token starting with whitespace or punctuation, except apostrophes and range or choice "
+    "connectors ('1 to 10', '7 or 8', '3-5'): the answer is the next word",
 }
 DEFAULT_TERMINATORS = "boundary"
 
@@ -88,6 +91,26 @@ def end_token_ids(tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
+def answer_ends(rest: str, name: str) -> bool:
+    """Does text ``rest``, right after an answer, end that answer under terminator set ``name``?
+
+    The one rule behind both the scorer's terminator token sets and the sampler's parser. An empty
+    ``rest`` (the generation stopped) ends every set; "eot" accepts nothing else.
+    """
+    if not rest:
+        return True
+    if name == "eot" or rest[0] == "\ufffd":  # a partial UTF-8 byte could continue a letter
+        return False
+    if name == "line":
+        return rest[0] in "\r\n"
+    if rest[0].isalnum() or rest[0] in WORD_INNER:
+        return False
+    word = rest.lstrip()
+    head = word[:1]
+    first = word.split(None, 1)[0].lower() if word else ""
+    return not (head and head in CONNECTOR_SIGNS) and first.rstrip(".,;:!?") not in CONNECTOR_WORDS
+
+
 def terminator_ids(tokenizer: Any, name: str = DEFAULT_TERMINATORS, texts: list[str] | None = None) -> np.ndarray:
     """The token ids of a named terminator set (see ``TERMINATOR_SETS`` and docs/scoring.md)."""
     if name not in TERMINATOR_SETS:
@@ -102,14 +125,7 @@ def terminator_ids(tokenizer: Any, name: str = DEFAULT_TERMINATORS, texts: list[
         i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", False)
     }
 
-    def ends_answer(text: str) -> bool:
-        if not text or text[0] == "\ufffd":  # partial UTF-8 byte: could continue a letter
-            return False
-        if name == "line":
-            return text[0] in "\r\n"
-        return not text[0].isalnum() and text[0] not in WORD_INNER
-
-    ids = {i for i, t in enumerate(texts) if i not in special and ends_answer(t)}
+    ids = {i for i, t in enumerate(texts) if i not in special and t and answer_ends(t, name)}
     return np.array(sorted(ids | set(ends)), dtype=np.int64)
 
 

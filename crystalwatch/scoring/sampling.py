@@ -15,17 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crystalwatch.scoring.prompts import WORD_INNER, Request, end_token_ids
-
-
-def _answer_ends(rest: str, name: str) -> bool:
-    if not rest:
-        return True
-    if name == "eot":
-        return False
-    if name == "line":
-        return rest[0] in "\r\n"
-    return not rest[0].isalnum() and rest[0] not in WORD_INNER
+from crystalwatch.scoring.prompts import Request, answer_ends, end_token_ids
 
 
 def parse_answer(request: Request, text: str, ended: bool, terminators: str) -> int | None:
@@ -37,7 +27,7 @@ def parse_answer(request: Request, text: str, ended: bool, terminators: str) -> 
     for cand in request.candidates:
         if text.startswith(cand.text) and (best is None or len(cand.text) > best[0]):
             rest = text[len(cand.text) :]
-            if (rest or ended) and _answer_ends(rest, terminators):
+            if (rest or ended) and answer_ends(rest, terminators):
                 best = (len(cand.text), cand.outcome)
     return None if best is None else best[1]
 

@@ -35,6 +35,7 @@ RESULTS = Path(__file__).parent / "results"
 SAMPLES_FULL = 2000  # per prompt: what tests/ use for TV < 0.05 on 10 outcomes
 SAMPLE_PROMPTS, SAMPLES_SUBSET = 5, 200
 BATCH = 64  # sequences per forward for the naive method and lm-eval
+Batches = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (token ids, head rows, head columns) per batch
 QUIET_CORES = 0.25  # other processes' CPU use under which a measurement counts as undisturbed
 
 
@@ -104,7 +105,7 @@ def all_requests(tokenizer: Any, kind: str, term: np.ndarray) -> list[Request]:
     return [r for task in load_tasks() for r in build_requests(task, tokenizer, kind, term)]
 
 
-def prepare_bound(requests: list[Request]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def prepare_bound(requests: list[Request]) -> Batches:
     """exact's packed rows (prompt + unique trie tokens per segment) and its LM-head positions, as tensors."""
     batches = []
     for batch in _pack([_layout(i, r) for i, r in enumerate(requests)], 512, 4096):
@@ -124,7 +125,7 @@ def prepare_bound(requests: list[Request]) -> list[tuple[torch.Tensor, torch.Ten
 
 
 @torch.no_grad()
-def lower_bound(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+def lower_bound(model: Any, batches: Batches) -> None:
     """The irreducible work: the body over the same rows with a plain causal mask, the head where exact needs it."""
     body, head, config = split_model(model)
     chunk = max(1, HEAD_CHUNK_ELEMENTS // head.weight.shape[0])
@@ -187,7 +188,7 @@ def run_lm_eval(model: Any, tokenizer: Any, requests: list[Request], token_lp: l
     }  # fmt: skip
 
 
-def workload(requests: list[Request], batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
+def workload(requests: list[Request], batches: Batches) -> dict:
     segments = [_layout(i, r) for i, r in enumerate(requests)]
     return {
         "requests": len(requests), "pairs": sum(len(r.candidates) for r in requests),
@@ -361,7 +362,8 @@ def render(r: dict) -> str:
         if prof:
             out.append(f"\n## Profile, {title} (`--profile`): self CPU s per aten op, one call each\n\n"
                        "| op | exact | lower bound |\n|---|---|---|")  # fmt: skip
-            for op in dict.fromkeys([*prof["exact"], *prof["lower_bound"]]):
+            ops = dict.fromkeys([*prof["exact"], *prof["lower_bound"]])
+            for op in sorted(ops, key=lambda k: k.startswith("(")):  # stable: aten ops first, then the totals
                 a, b = ("—" if v is None else f"{v:.2f}" for v in (prof["exact"].get(op), prof["lower_bound"].get(op)))
                 out.append(f"| `{op}` | {a} | {b} |")
     return "\n".join(out) + "\n"

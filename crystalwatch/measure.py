@@ -25,7 +25,7 @@ from crystalwatch.scoring import (
     score_requests,
     terminator_ids,
 )
-from crystalwatch.tasks import Task, load_task
+from crystalwatch.tasks import Task, load_task, load_tasks
 
 Estimator = Literal["exact", "sampled"]
 SCHEMA = "crystalwatch.measurement/1"
@@ -176,8 +176,6 @@ def measure(
     ``kind`` picks chat or completion prompts (default: chat when the tokenizer has a chat template).
     The model's train/eval mode is restored afterwards, also when an error passes through.
     """
-    from crystalwatch.tasks import load_tasks
-
     loaded = load_tasks(None) if tasks is None else [t if isinstance(t, Task) else load_task(t) for t in tasks]
     kind = kind or prompt_kind_for(tokenizer)
     if estimator not in ("exact", "sampled"):

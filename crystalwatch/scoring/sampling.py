@@ -50,7 +50,7 @@ def sample_requests(
     from transformers import GenerationConfig
 
     device = next(model.parameters()).device
-    end_ids = [int(i) for i in {tokenizer.eos_token_id, *end_token_ids(tokenizer)} if i is not None]
+    end_ids = end_token_ids(tokenizer)  # eos included
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[0]
     results = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -73,9 +73,9 @@ def sample_requests(
                     generation_config=config,
                 )
                 for row in out[:, prompt.shape[1] :].tolist():
-                    ended = any(t in end_ids for t in row)
-                    if ended:
-                        row = row[: next(i for i, t in enumerate(row) if t in end_ids)]
+                    stop = next((i for i, t in enumerate(row) if t in end_ids), None)
+                    ended = stop is not None
+                    row = row[:stop]
                     text = tokenizer.decode(row, skip_special_tokens=False)
                     outcome = parse_answer(request, text, ended, terminators)
                     if outcome is None:

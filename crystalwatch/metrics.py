@@ -7,7 +7,8 @@ Conventions: a distribution matrix ``P`` has one row per prompt variant and one 
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.distance import jensenshannon
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
 from scipy.stats import entropy as _entropy
 
 
@@ -22,7 +23,22 @@ def normalized_entropy(p: np.ndarray) -> np.ndarray:
 
 def jsd(p: np.ndarray, q: np.ndarray) -> float:
     """Jensen-Shannon divergence between two distributions, in bits (0 = identical, 1 = disjoint)."""
-    return float(np.clip(jensenshannon(p, q, base=2) ** 2, 0.0, 1.0))
+    p = np.asarray(p, dtype=float)
+    q = np.asarray(q, dtype=float)
+    return float(jsd_rows(p / p.sum(), q / q.sum()))
+
+
+def jsd_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """JSD (bits) between one distribution ``p`` [K] and each row of ``q`` [..., K], vectorised."""
+    p = np.asarray(p, dtype=float)
+    q = np.asarray(q, dtype=float)
+    m = (p + q) / 2
+
+    def kl(a: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(a > 0, a * np.log2(np.where(a > 0, a, 1) / np.where(m > 0, m, 1)), 0.0).sum(-1)
+
+    return np.clip((kl(np.broadcast_to(p, q.shape)) + kl(q)) / 2, 0.0, 1.0)
 
 
 def pairwise_jsd(p: np.ndarray) -> np.ndarray:
@@ -79,3 +95,53 @@ def task_metrics(p: np.ndarray, coverage: np.ndarray) -> dict[str, float]:
         "diversity": diversity(p),
         "coverage": mean_coverage(coverage),
     }
+
+
+def collapse(diversity_now: float, diversity_base: float, floor: float = 0.05) -> float:
+    """1 - diversity / base diversity, clipped to [0, 1]; the base diversity counts as at least ``floor``.
+
+    The floor keeps a base whose prompts already agree (diversity near 0) from turning noise into
+    "collapse": only a drop below ``floor`` bits counts then (docs/phase-model.md).
+    """
+    return float(np.clip(1.0 - diversity_now / max(diversity_base, floor), 0.0, 1.0))
+
+
+def temper(p: np.ndarray, temperature: float) -> np.ndarray:
+    """The tempered distribution p^(1/T) / Z (T < 1 sharpens, T > 1 flattens); zeros stay zero."""
+    with np.errstate(divide="ignore"):
+        logp = np.log(np.asarray(p, dtype=float)) / temperature
+    return np.exp(logp - logsumexp(logp))
+
+
+def fit_temperature(
+    target: np.ndarray, seed: np.ndarray, bounds: tuple[float, float] = (0.02, 50.0)
+) -> tuple[float, float]:
+    """The T that makes temper(seed, T) closest to ``target`` in JSD, and that distance (1-D bounded fit).
+
+    Settling as the theory predicts it (pi proportional to pi_ref^gamma) shows as T = 1/gamma < 1 with
+    a small tempered distance; mass moved to other outcomes leaves the tempered distance large.
+    """
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    res = minimize_scalar(lambda x: jsd(target, temper(seed, float(np.exp(x)))), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-4})  # fmt: skip
+    best_x, best = float(res.x), float(res.fun)
+    for x in (lo, 0.0, hi):  # the fit is 1-D but not always unimodal: keep the ends and T = 1 as candidates
+        d = jsd(target, temper(seed, float(np.exp(x))))
+        if d < best - 1e-12:
+            best_x, best = x, d
+    return float(np.exp(best_x)), best
+
+
+def support(p: np.ndarray, level: float = 0.9) -> np.ndarray:
+    """Boolean mask of the smallest set of outcomes holding at least ``level`` of ``p``'s mass."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    n = int(np.searchsorted(np.cumsum(p[order]), level - 1e-12) + 1)
+    mask = np.zeros(len(p), dtype=bool)
+    mask[order[: min(n, len(p))]] = True
+    return mask
+
+
+def support_mass(p: np.ndarray, seed: np.ndarray, level: float = 0.9) -> float:
+    """Mass of ``p`` on the seed's ``level`` support: did the distribution stay on the seed's options?"""
+    return float(np.asarray(p, dtype=float)[support(seed, level)].sum())

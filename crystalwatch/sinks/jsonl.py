@@ -17,12 +17,12 @@ class TrajectoryError(ValueError):
     """A trajectory file cannot be read; the message names the file and line and says how to fix it."""
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf become null (strict JSON), numpy scalars become floats."""
+def json_safe(value: Any) -> Any:
+    """A JSON-safe copy: NaN and inf become null (strict JSON), numpy scalars become Python numbers."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -38,7 +38,7 @@ class TrajectoryWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = [json.dumps(_clean({"schema": SCHEMA, **r}), ensure_ascii=False, allow_nan=False) for r in records]
+        lines = [json.dumps(json_safe({"schema": SCHEMA, **r}), ensure_ascii=False, allow_nan=False) for r in records]
         if not lines:
             return
         with self.path.open("a", encoding="utf-8") as f:

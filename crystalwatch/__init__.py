@@ -3,17 +3,25 @@
 from crystalwatch.measure import Measurement, TaskResult, VariantResult, measure
 from crystalwatch.metrics import consensus, diversity, entropy, jsd, normalized_entropy, velocity
 from crystalwatch.models import load_model
+from crystalwatch.phases import PhaseConfig, PhaseTracker
+from crystalwatch.seeds import SeedLibrary, SeedLibraryError, build_seed_library
+from crystalwatch.sinks.jsonl import read_trajectory
 from crystalwatch.tasks import Task, TaskSpecError, builtin_task_ids, load_task, load_tasks
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Measurement",
+    "PhaseConfig",
+    "PhaseTracker",
+    "SeedLibrary",
+    "SeedLibraryError",
     "Task",
     "TaskResult",
     "TaskSpecError",
     "VariantResult",
     "__version__",
+    "build_seed_library",
     "builtin_task_ids",
     "consensus",
     "diversity",
@@ -24,5 +32,6 @@ __all__ = [
     "load_tasks",
     "measure",
     "normalized_entropy",
+    "read_trajectory",
     "velocity",
 ]

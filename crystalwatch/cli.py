@@ -141,7 +141,7 @@ def seeds_build(
 ) -> None:
     """Measure a base model on every prompt of each task and cluster the distributions into seeds."""
     from crystalwatch.models import fingerprint, load_model
-    from crystalwatch.seeds import build_from_model
+    from crystalwatch.seeds import build_seed_library
     from crystalwatch.sinks.console import print_library
     from crystalwatch.tasks import load_tasks
 
@@ -150,7 +150,7 @@ def seeds_build(
         with console.status(f"loading {model}"):
             lm, tokenizer = load_model(model, dtype=dtype, device=device)
         with console.status(f"measuring {len(loaded)} task(s) on {model} ({kinds} prompts)"):
-            library = build_from_model(
+            library = build_seed_library(
                 lm, tokenizer, loaded, kinds=_csv(kinds) or [], model_name=model, terminators=terminators,
                 threshold=threshold, min_chat_coverage=min_chat_coverage, provenance=fingerprint(model, lm),
             )  # fmt: skip
@@ -191,7 +191,7 @@ def trajectory_command(
     """Measure a ladder of checkpoints (e.g. base -> SFT -> DPO -> RLVR) and track each task's phase."""
     from crystalwatch.models import fingerprint, load_model
     from crystalwatch.phases import PhaseConfig
-    from crystalwatch.seeds import SeedLibrary, build_from_model
+    from crystalwatch.seeds import SeedLibrary, build_seed_library
     from crystalwatch.sinks.console import print_events, print_verdicts
     from crystalwatch.tasks import load_tasks
     from crystalwatch.trajectory import measure_ladder
@@ -206,7 +206,7 @@ def trajectory_command(
             console.print(f"no --seeds: building the library from the first model, {models[0]}, into {seeds}")
             with console.status(f"building the seed library from {models[0]}"):
                 lm, tok = load_model(models[0], dtype=dtype, device=device)
-                library = build_from_model(lm, tok, load_tasks(_task_list(tasks)), model_name=models[0],
+                library = build_seed_library(lm, tok, load_tasks(_task_list(tasks)), model_name=models[0],
                                            provenance=fingerprint(models[0], lm))  # fmt: skip
                 library.save(seeds)
                 del lm

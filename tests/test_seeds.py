@@ -18,7 +18,7 @@ from crystalwatch.seeds import (
     SeedLibrary,
     SeedLibraryError,
     SeedLibraryWarning,
-    build_from_model,
+    build_seed_library,
     cluster,
     seed_pvalue,
     task_seeds,
@@ -30,7 +30,7 @@ TASKS = ["integer_1_10", "coin_flip"]
 
 @pytest.fixture(scope="module")
 def built(llama, tokenizer):
-    return build_from_model(llama, tokenizer, TASKS, model_name="tiny-llama")
+    return build_seed_library(llama, tokenizer, TASKS, model_name="tiny-llama")
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_low_coverage_chat_variants_are_stored_but_not_clustered():
     assert "chat/v2" not in members and "completion/v0" in members  # completion prompts always count
 
 
-def test_build_from_model_measures_both_prompt_kinds(built, tokenizer):
+def test_build_seed_library_measures_both_prompt_kinds(built, tokenizer):
     assert set(built.tasks) == set(TASKS)
     ts = built.tasks["integer_1_10"]
     task = load_task("integer_1_10")

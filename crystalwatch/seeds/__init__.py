@@ -3,9 +3,9 @@
 from crystalwatch.seeds.build import (
     CLUSTER_THRESHOLD,
     MIN_CHAT_COVERAGE,
-    build_from_model,
-    build_library,
+    build_seed_library,
     cluster,
+    library_from_measurements,
     task_seeds,
 )
 from crystalwatch.seeds.library import (
@@ -32,8 +32,8 @@ __all__ = [
     "SeedLibraryWarning",
     "TaskSeeds",
     "VariantDist",
-    "build_from_model",
-    "build_library",
+    "build_seed_library",
+    "library_from_measurements",
     "cluster",
     "seed_pvalue",
     "task_seeds",

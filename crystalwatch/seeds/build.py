@@ -85,7 +85,7 @@ def task_seeds(
     return TaskSeeds(task.id, task.version, task.spec_hash, task.outcome_names, variants, seeds, base)
 
 
-def build_library(
+def library_from_measurements(
     measurements: Sequence[Measurement],
     *,
     tokenizer: Any = None,
@@ -117,7 +117,7 @@ def build_library(
     return SeedLibrary({tid: task_seeds(rs, threshold, min_chat_coverage) for tid, rs in per_task.items()}, prov)
 
 
-def build_from_model(
+def build_seed_library(
     model: Any,
     tokenizer: Any,
     tasks: Sequence[Any] | None = None,
@@ -142,5 +142,5 @@ def build_from_model(
         measure(model, tokenizer, tasks, kind=k, estimator=estimator, terminators=terminators, model_name=model_name)  # type: ignore[arg-type]
         for k in usable
     ]
-    return build_library(measurements, tokenizer=tokenizer, threshold=threshold,
+    return library_from_measurements(measurements, tokenizer=tokenizer, threshold=threshold,
                          min_chat_coverage=min_chat_coverage, provenance=provenance)  # fmt: skip

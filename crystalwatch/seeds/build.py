@@ -77,9 +77,10 @@ def task_seeds(
         )
         for i, g in enumerate(groups)
     ]
-    base = {"all": _base_stats(used)}
-    for kind in dict.fromkeys(v.kind for v in used):
-        of_kind = [v for v in used if v.kind == kind]
+    # The base's own metrics on exactly the prompts a later measurement uses: every variant of a kind.
+    base = {"all": _base_stats(variants)}
+    for kind in dict.fromkeys(v.kind for v in variants):
+        of_kind = [v for v in variants if v.kind == kind]
         if len(of_kind) >= 2:
             base[kind] = _base_stats(of_kind)
     return TaskSeeds(task.id, task.version, task.spec_hash, task.outcome_names, variants, seeds, base)

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 from matplotlib.transforms import blended_transform_factory
 from PIL import Image
 
@@ -231,7 +231,9 @@ def _plot_panel(ax, runs: Runs, panel: tuple[str, str, str | None, bool], *, top
             if log and (values > 0).any():
                 ax.set_yscale("log")
                 ax.yaxis.set_major_formatter(ScalarFormatter())
-                ax.yaxis.set_minor_formatter(ScalarFormatter())
+                positive = values[values > 0]
+                narrow = positive.max() / positive.min() < 10  # within a decade: label the minor ticks too
+                ax.yaxis.set_minor_formatter(ScalarFormatter() if narrow else NullFormatter())
         if single:
             _shade(ax, recs)
         else:

@@ -10,7 +10,18 @@ from crystalwatch.tasks import Task, TaskSpecError, builtin_task_ids, load_task,
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):  # the callback imports transformers: load it only when asked for
+    if name in ("CrystalWatchCallback", "CrystalWatchConfig"):
+        from crystalwatch import callback
+
+        return getattr(callback, name)
+    raise AttributeError(f"module 'crystalwatch' has no attribute {name!r}")
+
+
 __all__ = [
+    "CrystalWatchCallback",
+    "CrystalWatchConfig",
     "Measurement",
     "PhaseConfig",
     "PhaseTracker",

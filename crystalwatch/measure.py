@@ -8,7 +8,7 @@ serialises to the audit JSON documented in docs/measure-json.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -158,6 +158,66 @@ def _sampled(
     return results
 
 
+@dataclass
+class Plan:
+    """What to measure, prepared once: tasks, prompt kind, terminator ids and tokenised requests.
+
+    Building requests tokenises every prompt and candidate and decodes the vocabulary for the
+    terminator set; a training callback builds its plan once and reuses it at every measurement.
+    """
+
+    tasks: list[Task]
+    kind: str
+    terminators: str
+    terminator_ids: np.ndarray
+    requests: dict[str, list[Request]]
+
+
+def plan(
+    tokenizer: Any, tasks: Sequence[Task | str] | None = None, *, kind: str | None = None,
+    terminators: str = DEFAULT_TERMINATORS,
+) -> Plan:  # fmt: skip
+    """Tokenise every prompt and candidate of ``tasks`` (ids, YAML paths or :class:`Task`; ``None`` = all)."""
+    loaded = load_tasks(None) if tasks is None else [t if isinstance(t, Task) else load_task(t) for t in tasks]
+    kind = kind or prompt_kind_for(tokenizer)
+    term = terminator_ids(tokenizer, terminators)
+    requests = {task.id: build_requests(task, tokenizer, kind, term) for task in loaded}  # type: ignore[arg-type]
+    return Plan(loaded, kind, terminators, term, requests)
+
+
+def run(
+    model: Any,
+    tokenizer: Any,
+    prepared: Plan,
+    *,
+    estimator: Estimator = "exact",
+    samples: int = 2000,
+    seed: int = 0,
+    batch_tokens: int = 4096,
+    model_name: str = "",
+    scorer: Callable[..., list[np.ndarray]] = score_requests,
+) -> Measurement:
+    """Measure ``model`` on a prepared :class:`Plan`; ``scorer`` replaces the exact scorer (e.g. sharded)."""
+    if estimator not in ("exact", "sampled"):
+        raise ValueError(f"unknown estimator '{estimator}'; use 'exact' or 'sampled'")
+    results: dict[str, TaskResult] = {}
+    with eval_mode(model):
+        if estimator == "exact":
+            flat = [r for reqs in prepared.requests.values() for r in reqs]
+            scored = iter(scorer(model, flat, prepared.terminator_ids, batch_tokens=batch_tokens))
+            for task in prepared.tasks:
+                variants = [_to_variant(r, next(scored), len(task.outcomes)) for r in prepared.requests[task.id]]
+                results[task.id] = TaskResult(task, prepared.kind, variants)
+        else:
+            for task in prepared.tasks:
+                variants = _sampled(model, tokenizer, prepared.requests[task.id], len(task.outcomes),
+                                    prepared.terminators, samples, seed)  # fmt: skip
+                results[task.id] = TaskResult(task, prepared.kind, variants)
+    for r in results.values():
+        r.metrics = metrics.task_metrics(r.matrix, r.coverage)
+    return Measurement(estimator, prepared.terminators, [int(t) for t in prepared.terminator_ids], results, model_name)
+
+
 def measure(
     model: Any,
     tokenizer: Any,
@@ -176,26 +236,8 @@ def measure(
     ``kind`` picks chat or completion prompts (default: chat when the tokenizer has a chat template).
     The model's train/eval mode is restored afterwards, also when an error passes through.
     """
-    loaded = load_tasks(None) if tasks is None else [t if isinstance(t, Task) else load_task(t) for t in tasks]
-    kind = kind or prompt_kind_for(tokenizer)
     if estimator not in ("exact", "sampled"):
         raise ValueError(f"unknown estimator '{estimator}'; use 'exact' or 'sampled'")
-    term = terminator_ids(tokenizer, terminators)
-    per_task = {task.id: build_requests(task, tokenizer, kind, term) for task in loaded}  # type: ignore[arg-type]
-    results: dict[str, TaskResult] = {}
-    with eval_mode(model):
-        if estimator == "exact":
-            flat = [r for reqs in per_task.values() for r in reqs]
-            scored = iter(score_requests(model, flat, term, batch_tokens=batch_tokens))
-            for task in loaded:
-                variants = [_to_variant(r, next(scored), len(task.outcomes)) for r in per_task[task.id]]
-                results[task.id] = TaskResult(task, kind, variants)
-        else:
-            for task in loaded:
-                variants = _sampled(
-                    model, tokenizer, per_task[task.id], len(task.outcomes), terminators, samples, seed
-                )
-                results[task.id] = TaskResult(task, kind, variants)
-    for r in results.values():
-        r.metrics = metrics.task_metrics(r.matrix, r.coverage)
-    return Measurement(estimator, terminators, [int(t) for t in term], results, model_name)
+    prepared = plan(tokenizer, tasks, kind=kind, terminators=terminators)
+    return run(model, tokenizer, prepared, estimator=estimator, samples=samples, seed=seed,
+               batch_tokens=batch_tokens, model_name=model_name)  # fmt: skip

@@ -15,7 +15,7 @@ import math
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,7 +28,7 @@ from PIL import Image
 
 from crystalwatch.sinks.jsonl import read_trajectory
 
-__all__ = ["STATE_COLOURS", "render_report"]
+__all__ = ["STATE_COLOURS", "bars_png", "render_report"]
 
 STATE_COLOURS = {
     "liquid": "#9ecae1",
@@ -163,14 +163,14 @@ def _transitions(recs: list[dict[str, Any]]) -> list[str]:
 # -- figures ------------------------------------------------------------------------------------------------------
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path | IO[bytes]) -> None:
     """Write a small PNG: Agg render, then an adaptive palette (flat plots lose nothing visible, ~3x smaller)."""
     buffer = io.BytesIO()
     FigureCanvasAgg(fig)
     fig.savefig(buffer, format="png", dpi=DPI)
     fig.clear()
     with Image.open(buffer) as img:
-        img.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
+        img.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(path, format="PNG", optimize=True)
 
 
 def _state_legend(fig: Figure, states, **kwargs) -> None:
@@ -304,7 +304,7 @@ def _plot_timeline(tasks: dict[str, list[dict[str, Any]]], path: Path, run: str)
     _save(fig, path)
 
 
-def _plot_bars(task: str, run: str | None, record: dict[str, Any], path: Path) -> None:
+def _plot_bars(task: str, run: str | None, record: dict[str, Any], path: Path | IO[bytes]) -> None:
     """Last consensus vs the nearest seed's centroid, horizontal bars over (the top) outcomes."""
     outcomes = [str(o) for o in record["outcomes"]]
     consensus = np.array([_num(v) for v in record["consensus"]])
@@ -333,6 +333,13 @@ def _plot_bars(task: str, run: str | None, record: dict[str, Any], path: Path) -
     head = f"{task} · {run}" if run else task
     ax.set_title(_text(f"{head}: {where}, {shown}"), fontsize=9, loc="left")
     _save(fig, path)
+
+
+def bars_png(task: str, record: dict[str, Any], run: str | None = None) -> bytes:
+    """The bar chart of one trajectory record (consensus vs nearest seed) as PNG bytes (used by the W&B sink)."""
+    buffer = io.BytesIO()
+    _plot_bars(task, run, record, buffer)
+    return buffer.getvalue()
 
 
 # -- html ---------------------------------------------------------------------------------------------------------

@@ -177,6 +177,17 @@ def _batch_inputs(
     return ids, pos, allowed, where
 
 
+def _head_chunk(head: torch.nn.Module) -> int:
+    """Positions per LM-head call."""
+    return max(1, HEAD_CHUNK_ELEMENTS // _vocab(head))
+
+
+def _vocab(head: torch.nn.Module) -> int:
+    """Vocabulary size; a ZeRO-3 partitioned weight keeps its full shape in ``ds_shape``."""
+    weight: Any = head.weight
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
+
+
 def _needed_logprobs(
     hidden: torch.Tensor,
     head: torch.nn.Module,
@@ -200,7 +211,7 @@ def _needed_logprobs(
     child_token = torch.tensor([c[1] for c in children])
     child_lp = torch.empty(len(children), dtype=torch.float64)
     term_lp = torch.empty(len(slots), dtype=torch.float64)
-    chunk = max(1, HEAD_CHUNK_ELEMENTS // head.weight.shape[0])
+    chunk = _head_chunk(head)
     for lo in range(0, len(slots), chunk):
         hi = min(len(slots), lo + chunk)
         lp = torch.log_softmax(_final_logits(head, config, hidden[rows[lo:hi], cols[lo:hi]]), dim=-1)
@@ -228,6 +239,23 @@ def _candidate_scores(
     return scores
 
 
+def _head_calls(batch: list[list[_Segment]], chunk: int) -> int:
+    """How many LM-head calls ``_needed_logprobs`` makes for a batch."""
+    return -(-sum(len(seg.needed) for row in batch for seg in row) // chunk)
+
+
+def _body_forward(
+    body: torch.nn.Module, config: Any, dtype: torch.dtype, device: Any, batch: list[list[_Segment]]
+) -> tuple[torch.Tensor, list[tuple[int, int, _Segment]]]:
+    ids, pos, allowed, where = _batch_inputs(batch)
+    mask = _attention_mask(allowed, pos, config, dtype)
+    mask = {k: m.to(device) for k, m in mask.items()} if isinstance(mask, dict) else mask.to(device)
+    hidden = body(
+        input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=False
+    ).last_hidden_state
+    return hidden, where
+
+
 @torch.no_grad()
 def score_requests(
     model: Any,
@@ -236,29 +264,46 @@ def score_requests(
     *,
     row_tokens: int = 512,
     batch_tokens: int = 4096,
+    shard: tuple[int, int] | None = None,
 ) -> list[np.ndarray]:
     """Log-probability of every candidate of every request, followed by any terminator token.
 
     Returns one float64 array per request, aligned with ``request.candidates``. The model is used as
     it is (train/eval mode untouched: callers put it in eval mode to disable dropout).
+
+    ``shard=(rank, world_size)`` scores only this rank's part, in lockstep with the other ranks (see
+    ``crystalwatch.distributed``): the packing of all requests, identical on every rank, is dealt out
+    round-robin (rank r runs batches r, r + world, ...). In every round each rank makes one body forward
+    and as many LM-head calls as the round's largest batch needs; a rank without a batch of its own in
+    the last round runs a one-prompt padding forward and discards it. So every rank calls the model's
+    modules in the same order, ``ceil(n_batches / world_size)`` body forwards in all. Requests of other
+    ranks' batches are left as empty arrays.
     """
     body, head, config = split_model(model)
     device = head.weight.device
-    vocab = head.weight.shape[0]
+    vocab = _vocab(head)
     term = torch.as_tensor(np.asarray(terminators), dtype=torch.long, device=device)
     if term.numel() == 0 or int(term.max()) >= vocab:
         raise ValueError(f"terminator ids must be non-empty and below the vocabulary size {vocab}")
     dtype = next(body.parameters()).dtype
     segments = [_layout(i, r) for i, r in enumerate(requests)]
     out: list[np.ndarray] = [np.zeros(0)] * len(requests)
-    for batch in _pack(segments, row_tokens, batch_tokens):
-        ids, pos, allowed, where = _batch_inputs(batch)
-        mask = _attention_mask(allowed, pos, config, dtype)
-        mask = {k: m.to(device) for k, m in mask.items()} if isinstance(mask, dict) else mask.to(device)
-        hidden = body(
-            input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=False
-        ).last_hidden_state
-        terminal, node = _needed_logprobs(hidden, head, config, where, term)
-        for _, _, seg in where:
-            out[seg.index] = _candidate_scores(seg, terminal, node)
+    batches = _pack(segments, row_tokens, batch_tokens)
+    rank, world = shard or (0, 1)
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {shard}: the rank must be in [0, world_size)")
+    chunk = _head_chunk(head)
+    for start in range(0, len(batches), world):
+        rnd = batches[start : start + world]
+        own = rank < len(rnd)
+        batch = rnd[rank] if own else [[min(segments, key=lambda s: s.length)]]
+        hidden, where = _body_forward(body, config, dtype, device, batch)
+        calls = 0
+        if own:
+            terminal, node = _needed_logprobs(hidden, head, config, where, term)
+            for _, _, seg in where:
+                out[seg.index] = _candidate_scores(seg, terminal, node)
+            calls = _head_calls(batch, chunk)
+        for _ in range(max(_head_calls(b, chunk) for b in rnd) - calls):
+            head(hidden[0, :1])  # padding call, discarded: the same module calls as on the other ranks
     return out

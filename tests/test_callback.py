@@ -1,0 +1,374 @@
+"""CrystalWatchCallback inside real (tiny) TRL trainings on CPU: SFT, DPO with LoRA, GRPO; faults; resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from crystalwatch import SeedLibrary, load_task
+from crystalwatch.callback import CrystalWatchCallback, trajectory_of
+
+TASKS = ["integer_1_10", "coin_flip"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, tokenizer):
+    from tiny import build_model, save
+
+    return str(save(build_model("llama", len(tokenizer), seed=0), tokenizer, tmp_path_factory.mktemp("m") / "tiny"))
+
+
+def load(folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def sft_data(answer: str = "7", n: int = 64) -> Dataset:
+    """Chat data that always answers the 1-10 prompts with ``answer`` (and flips "heads")."""
+    rows = []
+    for task, reply in (("integer_1_10", answer), ("coin_flip", "heads")):
+        for p in load_task(task).chat_prompts:
+            messages = ([{"role": "system", "content": p.system}] if p.system else []) + [
+                {"role": "user", "content": p.user},
+                {"role": "assistant", "content": f"{p.prefill or ''} {reply}".strip()},
+            ]
+            rows.append({"messages": messages})
+    return Dataset.from_list((rows * (n // len(rows) + 1))[:n])
+
+
+def sft_config(tmp_path, **kw):
+    from trl import SFTConfig
+
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=6,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        activation_checkpointing=False,
+        max_length=96,
+        seed=0,
+        disable_tqdm=True,
+    )
+    return SFTConfig(**{**base, **kw})
+
+
+def test_sft_measures_at_begin_every_n_and_end_and_restores_everything(folder, tmp_path):
+    from trl import SFTTrainer
+
+    model, tok = load(folder)
+    before = {a: getattr(tok, a) for a in ("padding_side", "chat_template", "pad_token")}
+    cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=4)
+    seen = []
+
+    class Spy(CrystalWatchCallback.__mro__[1]):  # a plain TrainerCallback after ours: is the model back in train mode?
+        def on_step_end(self, args, state, control, model=None, **kw):
+            seen.append((state.global_step, model.training))
+
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(tmp_path, max_steps=6),
+        train_dataset=sft_data(),
+        processing_class=tok,
+        callbacks=[cb, Spy()],
+    )
+    trainer.train()
+    records = trajectory_of(tmp_path / "out")
+    assert [r["step"] for r in records[:: len(TASKS)]] == [0, 4, 6]
+    assert [r["index"] for r in records[:: len(TASKS)]] == [0, 1, 2]
+    assert all(training for _, training in seen) and model.training
+    assert {a: getattr(tok, a) for a in before} == before
+    lib = SeedLibrary.load(tmp_path / "out" / "crystalwatch" / "seeds.json.gz")  # built from the starting model
+    assert set(lib.tasks) == set(TASKS) and records[0]["library"] == lib.digest
+    assert records[0]["state"] == "liquid" or records[0]["state"] == "no_signal"
+    assert cb.errors == 0
+
+
+def test_dpo_with_lora_and_gradient_checkpointing(folder, tmp_path):
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    model, tok = load(folder)
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": p.user}],
+            "chosen": [{"role": "assistant", "content": "7"}],
+            "rejected": [{"role": "assistant", "content": "3"}],
+        }
+        for p in load_task("integer_1_10").chat_prompts
+    ]
+    args = DPOConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=4,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        loss_type=["sigmoid_norm"],
+        beta=5.0,
+        max_length=96,
+        activation_checkpointing=True,
+        disable_tqdm=True,
+    )
+    cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2, label="dpo")
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows * 2),
+        processing_class=tok,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+        callbacks=[cb],
+    )
+    trainer.train()
+    records = trajectory_of(tmp_path / "out")
+    assert [r["step"] for r in records[:: len(TASKS)]] == [0, 2, 4] and {r["label"] for r in records} == {"dpo"}
+    assert trainer.model.is_gradient_checkpointing and trainer.model.training  # still on: the callback left it alone
+    assert cb.errors == 0
+    # LoRA moved the distributions away from the starting model's (consensus at step 4 != step 0).
+    first, last = records[0], records[-2]
+    assert first["task"] == last["task"] and not np.allclose(first["consensus"], last["consensus"], atol=1e-6)
+
+
+def test_grpo(folder, tmp_path):
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, tok = load(folder)
+    prompts = [{"prompt": [{"role": "user", "content": p.user}]} for p in load_task("coin_flip").chat_prompts]
+
+    def reward(completions, **kwargs):
+        return [float("heads" in (c[0]["content"] if isinstance(c, list) else c)) for c in completions]
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        generation_batch_size=4,
+        max_completion_length=6,
+        learning_rate=1e-3,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        activation_checkpointing=False,
+        disable_tqdm=True,
+    )
+    cb = CrystalWatchCallback(tasks=["coin_flip"], every_n_steps=1)
+    GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_list(prompts * 2),
+        processing_class=tok,
+        callbacks=[cb],
+    ).train()
+    assert [r["step"] for r in trajectory_of(tmp_path / "out")] == [0, 1, 2] and cb.errors == 0
+
+
+def _wandb_run(tmp_path):
+    import os
+
+    import wandb
+    from wandb_run import latest_run_dir, read_offline_run
+
+    wandb.finish()  # the Trainer leaves the run open
+    return read_offline_run(latest_run_dir(os.path.join(os.environ["WANDB_DIR"], "wandb")))
+
+
+def test_forced_nucleation_is_seen_live_in_wandb(folder, tmp_path):
+    """SFT that always answers the base's favourite 1-10 outcome: the task must go liquid -> nucleated."""
+    from trl import SFTTrainer
+
+    from crystalwatch import build_seed_library
+
+    model, tok = load(folder)
+    library = build_seed_library(model, tok, ["integer_1_10"], kinds=("chat",), model_name=folder)
+    library.save(tmp_path / "seeds.json")
+    seed = library.tasks["integer_1_10"].seeds[0]
+    answer = library.tasks["integer_1_10"].outcomes[int(np.argmax(seed.centroid))]
+    cb = CrystalWatchCallback(SeedLibrary.load(tmp_path / "seeds.json"), tasks=["integer_1_10"], every_n_steps=5)
+    args = sft_config(tmp_path, max_steps=40, learning_rate=3e-3, report_to="wandb", run_name="nucleation")
+    SFTTrainer(
+        model=model, args=args, train_dataset=sft_data(answer, n=160), processing_class=tok, callbacks=[cb]
+    ).train()
+    records = trajectory_of(tmp_path / "out")
+    states = [r["state"] for r in records]
+    events = [e for r in records for e in r["events"]]
+    assert states[0] == "liquid" and states[-1] in ("nucleated", "settling", "settled"), states
+    into = next(e for e in events if e["to"] == "nucleated")
+    assert 5 <= into["step"] <= 40 and into["from"] in ("liquid", "nucleating")
+    last = records[-1]
+    assert last["outcomes"][int(np.argmax(last["consensus"]))] == answer and last["metrics"]["collapse"] > 0.6
+
+    run = _wandb_run(tmp_path)
+    rows = [h for h in run["history"] if "crystal/integer_1_10/collapse" in h]
+    assert [h["train/global_step"] for h in rows] == [r["step"] for r in records]  # every measurement, in order
+    assert rows[-1]["crystal/integer_1_10/collapse"] == pytest.approx(last["metrics"]["collapse"])
+    assert rows[-1]["crystal/summary/" + last["state"]] == 1 and rows[-1]["crystal/summary/errors"] == 0
+    assert any("train/loss" in h for h in run["history"])  # TRL's own curves share the run and the step axis
+    assert [a for a in run["alerts"] if "nucleated" in a["title"]], run["alerts"]
+    table = run["tables"]["crystal/phase_table"]
+    assert [row[0] for row in table["data"]] == [r["step"] for r in records]
+    assert run["config"]["crystalwatch"]["every_n_steps"] == 5
+    assert any(a["type"] == "seed-library" for a in run["artifacts"])
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_continues_the_same_trajectory(folder, tmp_path):
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
+
+    class CrashAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 7:
+                raise Crash
+
+    args = sft_config(tmp_path, max_steps=10, save_strategy="steps", save_steps=4)
+    model, tok = load(folder)
+    with pytest.raises(Crash):
+        SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=sft_data(),
+            processing_class=tok,
+            callbacks=[CrystalWatchCallback(tasks=TASKS, every_n_steps=2), CrashAt()],
+        ).train()
+    assert [r["step"] for r in trajectory_of(tmp_path / "out")][:: len(TASKS)] == [0, 2, 4, 6]  # 6 is after the save
+    model, tok = load(folder)
+    cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2)
+    SFTTrainer(model=model, args=args, train_dataset=sft_data(), processing_class=tok, callbacks=[cb]).train(
+        resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4")
+    )
+    records = trajectory_of(tmp_path / "out")
+    assert [(r["index"], r["step"]) for r in records[:: len(TASKS)]] == [
+        (0, 0),
+        (1, 2),
+        (2, 4),
+        (3, 6),
+        (4, 8),
+        (5, 10),
+    ]
+    assert records[6]["metrics"]["velocity"] is not None  # the tracker kept step 4's consensus across the restart
+    assert len({(r["index"], r["task"]) for r in records}) == len(records)  # no duplicates
+
+
+def test_errors_are_reported_counted_and_training_finishes(folder, tmp_path, monkeypatch, caplog):
+    from trl import SFTTrainer
+
+    import crystalwatch.distributed as dist
+
+    real, calls = dist.score_all, []
+
+    def flaky(*a, **kw):
+        calls.append(1)
+        if len(calls) in (2, 3):
+            raise RuntimeError("scorer exploded")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(dist, "score_all", flaky)
+    model, tok = load(folder)
+    cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2)
+    with caplog.at_level(logging.WARNING, logger="crystalwatch"):
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(tmp_path, max_steps=8),
+            train_dataset=sft_data(),
+            processing_class=tok,
+            callbacks=[cb],
+        )
+        trainer.train()
+    assert trainer.state.global_step == 8 and model.training
+    assert cb.errors == 2
+    tracebacks = [r for r in caplog.records if "Traceback" in r.getMessage()]
+    assert len(tracebacks) == 1 and "scorer exploded" in tracebacks[0].getMessage()  # reported once in full
+    assert [r["step"] for r in trajectory_of(tmp_path / "out")][:: len(TASKS)] == [0, 6, 8]  # resumed at the next step
+
+    calls.clear()
+    model, tok = load(folder)
+    strict = CrystalWatchCallback(tasks=TASKS, every_n_steps=2, strict=True)
+    with pytest.raises(RuntimeError, match="scorer exploded"):
+        SFTTrainer(
+            model=model,
+            args=sft_config(tmp_path / "s", max_steps=8),
+            train_dataset=sft_data(),
+            processing_class=tok,
+            callbacks=[strict],
+        ).train()
+
+
+def test_nan_logits_give_no_signal_not_a_crash(folder, tmp_path):
+    from trl import SFTTrainer
+
+    model, tok = load(folder)
+
+    def poison(module, inputs, output):
+        return output if module.training else torch.full_like(output, float("nan"))
+
+    model.lm_head.register_forward_hook(poison)
+    cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2)
+    SFTTrainer(
+        model=model,
+        args=sft_config(tmp_path, max_steps=4),
+        train_dataset=sft_data(),
+        processing_class=tok,
+        callbacks=[cb],
+    ).train()
+    lines = (tmp_path / "out" / "crystalwatch" / "trajectory.jsonl").read_text().splitlines()
+    assert lines and all("NaN" not in line for line in lines)  # strict JSON
+    records = [json.loads(line) for line in lines]
+    assert {r["state"] for r in records} == {"no_signal"} and model.training
+
+
+def test_wandb_failure_loses_nothing_else(folder, tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    from crystalwatch.sinks.wandb import WandbSink
+
+    def broken(self, *a, **kw):
+        raise ConnectionError("W&B is down")
+
+    monkeypatch.setattr(WandbSink, "log", broken)
+    model, tok = load(folder)
+    cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2)
+    SFTTrainer(
+        model=model,
+        args=sft_config(tmp_path, max_steps=4, report_to="wandb", run_name="down"),
+        train_dataset=sft_data(),
+        processing_class=tok,
+        callbacks=[cb],
+    ).train()
+    assert [r["step"] for r in trajectory_of(tmp_path / "out")][:: len(TASKS)] == [0, 2, 4]
+    assert cb.errors == 3
+    run = _wandb_run(tmp_path)
+    assert any("train/loss" in h for h in run["history"])  # the training's own logging is untouched
+
+
+def test_adaptive_cadence_keeps_measuring_within_the_budget(folder, tmp_path):
+    from trl import SFTTrainer
+
+    cb = CrystalWatchCallback(tasks=TASKS, budget=0.02)
+    cb._measure_seconds, cb._train_seconds = 1.0, 49.0
+    assert not cb._due(10)  # 1 s of measuring after 49 s of training would be 2.04%
+    cb._train_seconds = 50.0
+    assert cb._due(11)
+    model, tok = load(folder)
+    cb = CrystalWatchCallback(tasks=TASKS, budget=0.5)
+    SFTTrainer(model=model, args=sft_config(tmp_path, max_steps=12), train_dataset=sft_data(), processing_class=tok,
+               callbacks=[cb]).train()  # fmt: skip
+    steps = [r["step"] for r in trajectory_of(tmp_path / "out")][:: len(TASKS)]
+    assert steps[0] == 0 and steps[-1] == 12 and steps == sorted(set(steps)) and len(steps) >= 3

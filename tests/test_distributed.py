@@ -1,0 +1,130 @@
+"""Multi-process measuring: ranks score in lockstep (same module calls) and all get the single-process scores."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from crystalwatch.distributed import context, score_all
+from crystalwatch.scoring import build_requests, exact, score_requests, split_model, terminator_ids
+from crystalwatch.tasks import load_task
+
+WORLD = 2
+TIMEOUT_S = 120
+KW = {"row_tokens": 300, "batch_tokens": 600}  # several batches
+HEAD_POSITIONS = 16  # positions per LM-head call: batches need different numbers of head calls
+
+
+@pytest.fixture
+def requests_and_term(tokenizer, monkeypatch):
+    monkeypatch.setattr(exact, "HEAD_CHUNK_ELEMENTS", HEAD_POSITIONS * len(tokenizer))
+    term = terminator_ids(tokenizer, "eot")
+    requests = []
+    for task_id in ("integer_1_10", "playing_card", "weekday"):
+        requests += build_requests(load_task(task_id), tokenizer, "chat", term)
+    return requests, term
+
+
+def _plan(requests) -> list[int]:
+    """LM-head calls per batch of the global packing."""
+    batches = exact._pack([exact._layout(i, r) for i, r in enumerate(requests)], **KW)
+    return [exact._head_calls(b, HEAD_POSITIONS) for b in batches]
+
+
+@contextlib.contextmanager
+def _recording(model) -> Iterator[list[str]]:
+    """The order of body forwards and LM-head calls, recorded by forward hooks."""
+    calls: list[str] = []
+    body, head, _ = split_model(model)
+    hooks = [m.register_forward_hook(lambda *_, n=n: calls.append(n)) for n, m in (("body", body), ("head", head))]
+    try:
+        yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _rank(rank: int, model, cases, head_elements: int, folder: Path) -> None:
+    torch.set_num_threads(1)
+    exact.HEAD_CHUNK_ELEMENTS = head_elements
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=WORLD)
+    try:
+        # As under ZeRO-3 / FSDP: every body forward and LM-head call starts with a collective.
+        body, head, _ = split_model(model)
+        for module in (body, head):
+            module.register_forward_pre_hook(lambda *_: torch.distributed.all_reduce(torch.ones(1)))
+        results = []
+        for requests, term in cases:
+            with _recording(model) as calls:
+                results.append((score_all(model, requests, term, **KW), calls))
+        (folder / f"rank{rank}.pkl").write_bytes(pickle.dumps(results))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_score_in_lockstep(llama, requests_and_term, tmp_path, monkeypatch):
+    requests, term = requests_and_term
+    plan = _plan(requests)
+    assert len(plan) % WORLD == 1 and len(set(plan)) > 1  # a padding round; head calls differ between batches
+    # Uneven work: 3 tasks (odd batch count), one request (rank 1 only pads), none (no forward at all).
+    cases = [(requests, term), (requests[:1], term), ([], term)]
+    expected = [score_requests(llama, reqs, t, **KW) for reqs, t in cases]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    procs = mp.start_processes(
+        _rank, args=(llama, cases, exact.HEAD_CHUNK_ELEMENTS, tmp_path), nprocs=WORLD, join=False, start_method="spawn"
+    )
+    try:
+        for _ in range(TIMEOUT_S):
+            if procs.join(timeout=1):
+                break
+        else:
+            pytest.fail(f"the ranks did not finish within {TIMEOUT_S} s (deadlock?)")
+    finally:
+        for p in procs.processes:
+            if p.is_alive():
+                p.kill()
+    ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(WORLD)]
+    for (reqs, _), want, n_batches, *per_rank in zip(cases, expected, [len(plan), 1, 0], *ranks):
+        for got, calls in per_rank:
+            assert len(got) == len(reqs)
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+            assert calls.count("body") == math.ceil(n_batches / WORLD)
+        assert per_rank[0][1] == per_rank[1][1]  # the same module calls, in the same order
+
+
+@pytest.mark.parametrize("world", [2, 3, 7])
+def test_shards_partition_the_work_in_lockstep(llama, requests_and_term, world):
+    """Without a process group: the shards' scores make up the full result; every rank makes the same calls."""
+    requests, term = requests_and_term
+    full = score_requests(llama, requests, term, **KW)
+    n_batches = len(_plan(requests))
+    seen = []
+    merged = [np.zeros(0)] * len(requests)
+    for rank in range(world):
+        with _recording(llama) as calls:
+            local = score_requests(llama, requests, term, shard=(rank, world), **KW)
+        seen.append(calls)
+        for i, scores in enumerate(local):
+            if len(scores):
+                assert not len(merged[i]), "a request scored on two ranks"
+                merged[i] = scores
+    assert all(s == seen[0] for s in seen)
+    assert seen[0].count("body") == math.ceil(n_batches / world)
+    for a, b in zip(merged, full):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_single_process_is_plain_score_requests(llama, requests_and_term):
+    requests, term = requests_and_term
+    assert context() == (0, 1)
+    for a, b in zip(score_all(llama, requests, term, **KW), score_requests(llama, requests, term, **KW)):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,231 @@
+"""WandbSink against real offline W&B runs, read back with ``wandb leet inspect`` (tests/wandb_run.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import pytest
+import wandb
+from wandb_run import latest_run_dir, read_offline_run
+
+from crystalwatch.phases import STATES
+from crystalwatch.sinks.wandb import MAX_ALERTS, TABLE_COLUMNS, TABLE_KEY, WandbSink, state_code
+
+SETTINGS = {"console": "off", "x_disable_stats": True, "x_disable_machine_info": True, "x_save_requirements": False}
+OUTCOMES = ["1", "2", "3"]
+BASE_METRICS = {
+    "entropy": 1.0, "diversity": 0.5, "coverage": 0.9, "collapse": 0.1, "seed_distance": 0.2, "seed_margin": 0.05,
+    "seed_support_mass": 0.9, "temperature": 1.0, "tempered_distance": 0.1, "seed_pvalue": 0.5, "velocity": 0.01,
+}  # fmt: skip
+
+
+def record(task: str, step: int, state: str, *, events=(), seed="s0", consensus=(0.5, 0.3, 0.2), **metrics) -> dict:
+    """A trajectory record (docs/trajectory.md); keyword arguments override metrics (None = null)."""
+    return {
+        "schema": "crystalwatch.trajectory/1", "run": "t", "index": step // 10, "step": step, "label": "sft",
+        "model": "m", "task": task, "kind": "chat", "estimator": "exact", "terminators": "boundary",
+        "library": "abc", "outcomes": OUTCOMES, "consensus": list(consensus), "seed": seed,
+        "seed_centroid": [0.4, 0.4, 0.2], "metrics": {**BASE_METRICS, **metrics}, "candidate": state,
+        "state": state, "events": list(events), "variants": {},
+    }  # fmt: skip
+
+
+def event(task: str, step: int, frm: str, to: str, seed: str = "s0") -> dict:
+    return {"step": step, "task": task, "from": frm, "to": to, "seed": seed, "since": step, "remelt": False}
+
+
+MEASUREMENTS = {  # step -> records of the 2 tasks
+    0: [record("count", 0, "liquid", velocity=None), record("coin", 0, "liquid", velocity=None, temperature=None)],
+    10: [
+        record("count", 10, "nucleating"),
+        record("coin", 10, "foreign", events=[event("coin", 10, "liquid", "foreign")], seed_distance=0.6),
+    ],
+    20: [
+        record("count", 20, "nucleated", events=[event("count", 20, "liquid", "nucleated", "s1")], seed="s1",
+               seed_distance=0.01, consensus=(0.9, 0.05, 0.05)),
+        record("coin", 20, "foreign", events=[event("coin", 20, "liquid", "foreign")], seed_distance=0.7),
+    ],
+}  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def start_run(tmp_path):
+    """An offline run set up like HF's WandbCallback does."""
+    run = wandb.init(project="t", dir=tmp_path, settings=wandb.Settings(**SETTINGS))
+    run.define_metric("train/global_step")
+    run.define_metric("*", step_metric="train/global_step", step_sync=True)
+    return run
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """One offline run: train/loss rows interleaved with 3 measurements of 2 tasks; read back after finish."""
+    tmp = tmp_path_factory.mktemp("wandb-sink")
+    library = tmp / "seeds.json"
+    library.write_text(json.dumps({"tasks": {}}))
+    run = start_run(tmp)
+    sink = WandbSink(alert_min_interval_s=300)
+    sink._clock = clock = Clock()
+    try:
+        assert sink.active
+        sink.start({"tasks": ["count", "coin"], "every": 10}, str(library), None)
+        for step, records in MEASUREMENTS.items():
+            if step:
+                for s in (step - 5, step):
+                    run.log({"train/loss": 1.0 / s, "train/global_step": s})
+            sink.log(records, step, {"errors": 0, "measure_seconds": 1.5})
+            clock.now += 60  # the repeated coin -> foreign at step 20 is 60 s after the first: not re-alerted
+        sink.finish()
+    finally:
+        wandb.finish()
+    digest = hashlib.sha256(library.read_bytes()).hexdigest()[:16]
+    return read_offline_run(latest_run_dir(tmp)), digest
+
+
+def measurement_rows(history: list[dict]) -> list[dict]:
+    return [row for row in history if "crystal/summary/transitions" in row]
+
+
+def test_scalars_at_their_global_step(logged):
+    data, _ = logged
+    rows = measurement_rows(data["history"])
+    assert [row["train/global_step"] for row in rows] == [0, 10, 20]
+    first, second, third = rows
+    assert "crystal/count/velocity" not in first and "crystal/coin/temperature" not in first  # null: not logged
+    assert first["crystal/count/entropy"] == 1.0 and first["crystal/count/seed_pvalue"] == 0.5
+    assert second["crystal/count/velocity"] == pytest.approx(0.01)
+    assert first["crystal/count/state"] == state_code("liquid") == 0
+    assert second["crystal/coin/state"] == STATES.index("foreign") == 5
+    assert third["crystal/count/state"] == STATES.index("nucleated") == 2
+    assert third["crystal/count/top_prob"] == pytest.approx(0.9)
+    assert third["crystal/count/seed_distance"] == pytest.approx(0.01)
+    assert all(row["crystal/summary/measure_seconds"] == 1.5 and row["crystal/summary/errors"] == 0 for row in rows)
+
+
+def test_no_row_dropped_or_out_of_order(logged):
+    history = logged[0]["history"]
+    assert [row["_step"] for row in history] == list(range(len(history)))  # 3 measurements + 4 loss rows
+    assert len(history) == 7 and sum("train/loss" in row for row in history) == 4
+    steps = [row["train/global_step"] for row in history]
+    assert steps == sorted(steps)
+    metric = {m.get("glob_name"): m for m in logged[0]["metrics"]}["crystal/*"]
+    assert metric["step_metric"] == "train/global_step"
+
+
+def test_summary_counts(logged):
+    data, _ = logged
+    rows = measurement_rows(data["history"])
+    for row, expected in zip(rows, ({"liquid": 2}, {"nucleating": 1, "foreign": 1}, {"nucleated": 1, "foreign": 1})):
+        assert {s: row[f"crystal/summary/{s}"] for s in STATES} == {s: expected.get(s, 0) for s in STATES}
+    assert [row["crystal/summary/transitions"] for row in rows] == [0, 1, 2]
+    summary = data["summary"]
+    assert summary["crystal/summary/foreign"] == 1 and summary["train/global_step"] == 20
+    assert summary["crystal/count/state"] == 2
+
+
+def test_alerts_once_per_transition(logged):
+    alerts = logged[0]["alerts"]
+    assert [(a["title"], a["level"]) for a in alerts] == [
+        ("crystalwatch: coin foreign", "WARN"),
+        ("crystalwatch: count nucleated", "INFO"),
+    ]
+    text = "task coin: liquid -> foreign at step 10 (seed s0, seed distance 0.6); first seen at step 10"
+    assert alerts[0]["text"] == text
+    assert "liquid -> nucleated at step 20 (seed s1, seed distance 0.01)" in alerts[1]["text"]
+    assert alerts[0]["wait_duration_ms"] == 300_000
+
+
+def test_library_artifact_and_config(logged):
+    data, digest = logged
+    libraries = [a for a in data["artifacts"] if a["type"] == "seed-library"]
+    assert [(a["name"], a["files"]) for a in libraries] == [(f"seed-library-{digest}", ["seeds.json"])]
+    config = data["config"]["crystalwatch"]
+    assert config["tasks"] == ["count", "coin"] and config["every"] == 10
+    assert config["seed_library"] == f"seed-library-{digest}" and config["seed_library_digest"] == digest
+
+
+def test_phase_table(logged):
+    table = logged[0]["tables"][TABLE_KEY]
+    assert table["columns"] == list(TABLE_COLUMNS)
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [(r["step"], r["task"], r["state"]) for r in rows] == [
+        (0, "count", "liquid"), (0, "coin", "liquid"), (10, "count", "nucleating"), (10, "coin", "foreign"),
+        (20, "count", "nucleated"), (20, "coin", "foreign"),
+    ]  # fmt: skip
+    assert rows[1]["temperature"] is None and rows[1]["seed_distance"] == 0.2 and rows[4]["seed"] == "s1"
+    assert all(r["label"] == "sft" and r["candidate"] == r["state"] for r in rows)
+
+
+def test_bar_images(logged):
+    data, _ = logged
+    row = measurement_rows(data["history"])[-1]
+    for task in ("count", "coin"):
+        assert row[f"crystal/{task}/bars._type"] == "image-file"
+        png = data["run_dir"] / "files" / row[f"crystal/{task}/bars.path"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert row["crystal/count/bars.caption"] == "step 20: consensus vs seed s1"
+
+
+@pytest.mark.parametrize("current", [None, "disabled"])
+def test_noop_without_run(tmp_path, monkeypatch, current):
+    def fail(*args, **kwargs):
+        raise AssertionError("the sink used a disabled run")
+
+    disabled = SimpleNamespace(disabled=True, log=fail, alert=fail, define_metric=fail, log_artifact=fail)
+    monkeypatch.setattr(wandb, "run", disabled if current else None)  # WANDB_MODE=disabled: a no-op run
+    sink = WandbSink()
+    assert not sink.active
+    sink.start({"a": 1}, str(tmp_path / "missing.json"), "abc")  # the file is never read
+    sink.log([{"not": "a record"}], 3, {"errors": 1})
+    sink.finish()
+    assert sink.plan_alerts([], 0) == [] and not any(tmp_path.iterdir())
+
+
+def test_failures_cap_and_rate_limit(tmp_path, monkeypatch):
+    """A failed log raises, loses no row; at most MAX_ALERTS alerts per measurement; rate limit per (task, state)."""
+    tasks = [f"t{i}" for i in range(MAX_ALERTS + 2)]
+
+    def measure(step):
+        return [record(t, step, "foreign", events=[event(t, step, "liquid", "foreign")]) for t in tasks]
+
+    run = start_run(tmp_path)
+    sink = WandbSink(images=False, alert_min_interval_s=300)
+    sink._clock = clock = Clock()
+    real_log = run.log
+
+    def broken_log(*args, **kwargs):
+        raise RuntimeError("W&B is down")
+
+    try:
+        sink.log(measure(0), 0)  # 5 alerts: the last one says 2 more were not alerted
+        monkeypatch.setattr(run, "log", broken_log)
+        with pytest.raises(RuntimeError, match="W&B is down"):
+            sink.log(measure(10), 10)  # nothing logged, no alert sent
+        monkeypatch.setattr(run, "log", real_log)
+        clock.now += 100
+        sink.log(measure(20), 20)  # re-sends step 10's rows; alerts only the 2 tasks not alerted yet
+        clock.now += 300
+        monkeypatch.setattr(run, "log", broken_log)
+        with pytest.raises(RuntimeError):
+            sink.log(measure(30), 30)
+        monkeypatch.setattr(run, "log", real_log)
+        sink.finish()  # flushes step 30's rows
+    finally:
+        monkeypatch.setattr(run, "log", real_log)
+        wandb.finish()
+    data = read_offline_run(latest_run_dir(tmp_path))
+    alerts = data["alerts"]
+    assert [a["title"].split()[1] for a in alerts] == tasks  # 5 at step 0, the other 2 at step 20
+    assert alerts[MAX_ALERTS - 1]["text"].endswith(f"(+2 more transition(s) not alerted; see {TABLE_KEY})")
+    table = data["tables"][TABLE_KEY]["data"]
+    assert [row[0] for row in table] == [step for step in (0, 10, 20, 30) for _ in tasks]
+    assert [row["train/global_step"] for row in data["history"]] == [0, 20, 30]

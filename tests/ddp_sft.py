@@ -1,0 +1,38 @@
+"""Run by tests/test_callback_ddp.py under torchrun: a 2-process (gloo) CPU SFT with the callback."""
+
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+from crystalwatch import CrystalWatchCallback, load_task  # noqa: E402
+
+
+def main(folder: str, out: str) -> None:
+    torch.set_num_threads(1)
+    model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    rows = [{"messages": [{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}]}
+            for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
+    args = SFTConfig(output_dir=out, max_steps=6, per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
+                     bf16=False, ddp_backend="gloo", report_to="wandb", run_name="ddp", save_strategy="no",
+                     activation_checkpointing=False, max_length=96, disable_tqdm=True, logging_steps=1)  # fmt: skip
+    # 3 tasks = 20 chat prompts in many small batches: the two ranks get an uneven share.
+    cb = CrystalWatchCallback(tasks=["integer_1_10", "coin_flip", "yes_no"], every_n_steps=2, batch_tokens=512)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows * 4), processing_class=tok,
+                         callbacks=[cb])  # fmt: skip
+    trainer.train()
+    print(f"rank {trainer.args.process_index}: errors={cb.errors} measured={cb.index}", flush=True)
+    if trainer.args.process_index == 0:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -111,6 +111,7 @@ class CrystalWatchCallback(TrainerCallback):
         self.index = 0
         self.last_step: int | None = None
         self.records_written = 0
+        self.seconds = 0.0  # wall time spent measuring, writing and logging in this process
         self._plan: Plan | None = None
         self._tokenizer: Any = None
         self._writer: TrajectoryWriter | None = None
@@ -271,12 +272,22 @@ class CrystalWatchCallback(TrainerCallback):
             self._sink = sink
 
     def _measure(self, step: int, model: Any) -> None:
+        """Measure, then write and log; the whole cost counts against the adaptive cadence's budget."""
         if self._plan is None or self.library is None or model is None:
             return
+        start = time.perf_counter()
+        records = self._observe(step, model)
+        if records and self._main:
+            self._emit(records, step, time.perf_counter() - start)
+        self._measure_seconds = time.perf_counter() - start
+        self._train_seconds = 0.0
+        self.seconds += self._measure_seconds
+
+    def _observe(self, step: int, model: Any) -> list[dict[str, Any]]:
         from crystalwatch.distributed import score_all
         from crystalwatch.trajectory import observe
 
-        start = time.perf_counter()
+        assert self._plan is not None and self.library is not None
         records: list[dict[str, Any]] = []
         with self._guard(f"measuring at step {step}"):
             cfg = self.config
@@ -288,10 +299,10 @@ class CrystalWatchCallback(TrainerCallback):
                               label=cfg.label, model=self._model_name)  # fmt: skip
             self.index += 1
             self.last_step = step
-        self._measure_seconds = time.perf_counter() - start
-        self._train_seconds = 0.0
-        if not records or not self._main:
-            return
+        return records
+
+    def _emit(self, records: list[dict[str, Any]], step: int, seconds: float) -> None:
+        """Main process only: the trajectory first (so W&B trouble loses nothing), then console and W&B."""
         with self._guard("writing the trajectory"):
             assert self._writer is not None
             self._writer.write(records)
@@ -299,7 +310,6 @@ class CrystalWatchCallback(TrainerCallback):
         if self.config.console:
             _print_transitions(records)
         if self._sink is not None:
-            seconds = time.perf_counter() - start
             with self._guard("logging to W&B"):
                 self._sink.log(records, step, extra={"errors": float(self.errors), "measure_seconds": seconds})
 

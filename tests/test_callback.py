@@ -372,3 +372,17 @@ def test_adaptive_cadence_keeps_measuring_within_the_budget(folder, tmp_path):
                callbacks=[cb]).train()  # fmt: skip
     steps = [r["step"] for r in trajectory_of(tmp_path / "out")][:: len(TASKS)]
     assert steps[0] == 0 and steps[-1] == 12 and steps == sorted(set(steps)) and len(steps) >= 3
+
+
+def test_bf16_model_with_gradient_accumulation(folder, tmp_path):
+    """A bf16 model, bf16 autocast and 2 micro-batches per optimizer step: measured per optimizer step."""
+    from trl import SFTTrainer
+
+    model, tok = load(folder)
+    model = model.to(torch.bfloat16)
+    cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2)
+    args = sft_config(tmp_path, max_steps=4, bf16=True, gradient_accumulation_steps=2, per_device_train_batch_size=2)
+    SFTTrainer(model=model, args=args, train_dataset=sft_data(), processing_class=tok, callbacks=[cb]).train()
+    records = trajectory_of(tmp_path / "out")
+    assert [r["step"] for r in records][:: len(TASKS)] == [0, 2, 4] and cb.errors == 0
+    assert all(abs(sum(r["consensus"]) - 1) < 1e-4 for r in records)  # fp32 log-softmax on a bf16 model

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformers import TrainerCallback
 
 from crystalwatch.measure import Plan, plan, run
@@ -52,6 +53,7 @@ class CrystalWatchConfig:
     samples: int = 200  # generations per prompt for the sampled estimator
     batch_tokens: int = 4096  # tokens per scorer forward (memory vs speed)
     label: str = ""  # stage label stored in every record (e.g. "sft", "dpo")
+    step_offset: int = 0  # added to the trainer's step in the records: stage 2 of a chain continues stage 1's axis
     run_name: str | None = None  # default: the W&B run name, else the output_dir's name
     trajectory: str | None = None  # default: <output_dir>/crystalwatch/trajectory.jsonl
     wandb: bool = True  # log to the active W&B run, if any
@@ -222,6 +224,8 @@ class CrystalWatchCallback(TrainerCallback):
         self._writer = TrajectoryWriter(path) if self._main else None
         if state.global_step > 0:
             self._resume(args, state, path)
+        elif self._main and path.is_file():
+            self._continue(path)
         if self._main and cfg.wandb:
             self._start_wandb()
         if self._main and cfg.console:
@@ -257,6 +261,18 @@ class CrystalWatchCallback(TrainerCallback):
         if self._main and path.is_file():
             keep = path.read_text(encoding="utf-8").splitlines(keepends=True)[: self.records_written]
             path.write_text("".join(keep), encoding="utf-8")
+
+    def _continue(self, path: Path) -> None:
+        """A new stage writing into an existing trajectory of the same run: replay its records so that the
+        index, the tracker's states and hysteresis, and velocity continue where the last stage ended."""
+        mine = [r for r in read_trajectory(path) if r["run"] == self._run_name]
+        for r in mine:
+            self.tracker.update(r["step"], r["task"], r["metrics"], np.array(r["consensus"]), r["seed"])
+        if mine:
+            self.index = mine[-1]["index"] + 1
+            self.records_written = len(path.read_text(encoding="utf-8").splitlines())
+            logger.warning("crystalwatch: continuing run %r of %s after step %d", self._run_name, path,
+                           mine[-1]["step"])  # fmt: skip
 
     def _start_wandb(self) -> None:
         from crystalwatch.sinks.wandb import WandbSink
@@ -295,8 +311,8 @@ class CrystalWatchCallback(TrainerCallback):
                 m = run(model, self._tokenizer, self._plan, estimator=cfg.estimator,  # type: ignore[arg-type]
                         samples=cfg.samples, batch_tokens=cfg.batch_tokens, model_name=self._model_name,
                         scorer=score_all)  # fmt: skip
-            records = observe(m, self.library, self.tracker, step=step, index=self.index, run=self._run_name,
-                              label=cfg.label, model=self._model_name)  # fmt: skip
+            records = observe(m, self.library, self.tracker, step=step + cfg.step_offset, index=self.index,
+                              run=self._run_name, label=cfg.label, model=self._model_name)  # fmt: skip
             self.index += 1
             self.last_step = step
         return records

@@ -14,6 +14,8 @@ from crystalwatch import SeedLibrary, load_task
 from crystalwatch.callback import CrystalWatchCallback, trajectory_of
 
 TASKS = ["integer_1_10", "coin_flip"]
+CPU = dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", activation_checkpointing=False,
+           disable_tqdm=True)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +48,14 @@ def sft_config(tmp_path, **kw):
     from trl import SFTConfig
 
     base = dict(
+        **CPU,
         output_dir=str(tmp_path / "out"),
         max_steps=6,
         per_device_train_batch_size=4,
         learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
         logging_steps=1,
-        save_strategy="no",
-        activation_checkpointing=False,
         max_length=96,
         seed=0,
-        disable_tqdm=True,
     )
     return SFTConfig(**{**base, **kw})
 
@@ -108,19 +105,14 @@ def test_dpo_with_lora_and_gradient_checkpointing(folder, tmp_path):
         for p in load_task("integer_1_10").chat_prompts
     ]
     args = DPOConfig(
+        **{**CPU, "activation_checkpointing": True},
         output_dir=str(tmp_path / "out"),
         max_steps=4,
         per_device_train_batch_size=2,
         learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
         loss_type=["sigmoid_norm"],
         beta=5.0,
         max_length=96,
-        activation_checkpointing=True,
-        disable_tqdm=True,
     )
     cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2, label="dpo")
     trainer = DPOTrainer(
@@ -151,6 +143,7 @@ def test_grpo(folder, tmp_path):
         return [float("heads" in (c[0]["content"] if isinstance(c, list) else c)) for c in completions]
 
     args = GRPOConfig(
+        **CPU,
         output_dir=str(tmp_path / "out"),
         max_steps=2,
         per_device_train_batch_size=2,
@@ -158,12 +151,6 @@ def test_grpo(folder, tmp_path):
         generation_batch_size=4,
         max_completion_length=6,
         learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
-        activation_checkpointing=False,
-        disable_tqdm=True,
     )
     cb = CrystalWatchCallback(tasks=["coin_flip"], every_n_steps=1)
     GRPOTrainer(

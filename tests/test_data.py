@@ -1,4 +1,4 @@
-"""The shipped chat SFT data set: schema, size, no duplicates, no requests for randomness or choices."""
+"""The shipped chat SFT and preference data: schema, size, no duplicates, no requests for randomness or choices."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from crystalwatch.data import chat_sft_path
+from crystalwatch.data import chat_sft_path, preferences_path
 
 RANDOM_REQUEST = re.compile(
     r"\b(random\w*|pick\w*|choos\w*|chose|choice\w*|flip\w*|roll\w*|guess\w*|coins?|dice|die|toss\w*|"
@@ -74,3 +74,55 @@ def test_answer_formats_vary(conversations):
     assert sum(a.strip().rstrip(".").replace(",", "").isdigit() for a in answers) < 0.05 * len(answers)
     assert sum("\n- " in a or a.startswith("- ") for a in answers) >= 10  # bullet lists
     assert sum("```" in a for a in answers) >= 20  # code
+
+
+@pytest.fixture(scope="module")
+def preference_pairs():
+    lines = preferences_path().read_text(encoding="utf-8").splitlines()
+    assert all(line.strip() for line in lines), "blank line in the preference file"
+    return [json.loads(line) for line in lines]
+
+
+def _is_message(message):
+    return (
+        set(message) == {"role", "content"}
+        and isinstance(message["content"], str)
+        and bool(message["content"].strip())
+    )
+
+
+def test_preferences_schema(preference_pairs):
+    for row in preference_pairs:
+        assert set(row) == {"prompt", "chosen", "rejected"}
+        prompt = row["prompt"]
+        assert isinstance(prompt, list) and prompt
+        assert all(_is_message(m) for m in prompt)
+        roles = [m["role"] for m in prompt]
+        turns = roles[1:] if roles[0] == "system" else roles
+        assert turns and turns[-1] == "user" and "system" not in turns
+        assert turns == ["user", "assistant"] * (len(turns) // 2) + ["user"]
+        for key in ("chosen", "rejected"):
+            assert len(row[key]) == 1 and row[key][0]["role"] == "assistant" and _is_message(row[key][0])
+        assert row["chosen"][0]["content"].strip() != row["rejected"][0]["content"].strip()
+
+
+def test_preferences_size_and_no_duplicate_prompts(preference_pairs, conversations):
+    assert len(preference_pairs) >= 160
+    prompts = [row["prompt"][-1]["content"].strip().lower() for row in preference_pairs]
+    assert len(set(prompts)) == len(prompts), "duplicate preference prompts"
+    sft_prompts = {
+        m["content"].strip().lower() for row in conversations for m in row["messages"] if m["role"] == "user"
+    }
+    overlap = [p for p in prompts if p in sft_prompts]
+    assert not overlap, overlap
+
+
+def test_preferences_no_random_or_choice_requests(preference_pairs):
+    hits = [
+        m["content"]
+        for row in preference_pairs
+        for m in row["prompt"]
+        if m["role"] == "user"
+        if RANDOM_REQUEST.search(m["content"])
+    ]
+    assert not hits, hits

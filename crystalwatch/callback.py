@@ -271,6 +271,8 @@ class CrystalWatchCallback(TrainerCallback):
         if mine:
             self.index = mine[-1]["index"] + 1
             self.records_written = len(path.read_text(encoding="utf-8").splitlines())
+            if mine[-1]["step"] == self.config.step_offset:  # that step is measured already (the last stage's end)
+                self.last_step = 0
             logger.warning("crystalwatch: continuing run %r of %s after step %d", self._run_name, path,
                            mine[-1]["step"])  # fmt: skip
 

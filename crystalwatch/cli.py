@@ -8,7 +8,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -42,19 +42,22 @@ def _errors() -> Iterator[None]:
     from crystalwatch.tasks import TaskSpecError
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    original = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, *rest: Any) -> None:
+        if issubclass(category, SeedLibraryWarning):
+            console.print(f"[yellow]warning:[/yellow] {message}")
+        else:
+            original(message, category, filename, lineno, *rest)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        warnings.simplefilter("always", SeedLibraryWarning)
         try:
             yield
         except (TaskSpecError, ModelLoadError, SeedLibraryError, TrajectoryError, ValueError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
-        finally:
-            for w in caught:
-                if issubclass(w.category, SeedLibraryWarning) or "crystalwatch" in (w.filename or ""):
-                    console.print(f"[yellow]warning:[/yellow] {w.message}")
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 @app.command("tasks")
@@ -238,6 +241,43 @@ def report_command(
     with _errors():
         index = render_report(trajectory, out, title=title)
     console.print(f"report written to {index}")
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Folder for the runs, trajectory, report and summary.")] = Path(
+        "crystalwatch-demo"
+    ),
+    tiny: Annotated[bool, typer.Option(help="A locally built tiny model: the whole pipeline in seconds.")] = False,
+    tasks: TasksOpt = None,
+    sft_steps: Annotated[int | None, typer.Option(help="SFT steps (default 100; tiny 30).")] = None,
+    dpo_steps: Annotated[int | None, typer.Option(help="DPO steps (default 20; tiny 6; 0 skips DPO).")] = None,
+    every: Annotated[int | None, typer.Option(help="Measure every N steps (default 20; tiny 10).")] = None,
+    wandb: Annotated[str, typer.Option(help="auto | online | offline (auto: online when logged in).")] = "auto",
+    no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not use W&B at all.")] = False,
+) -> None:
+    """Watch gemma-3-270m crystallize: seed library, LoRA SFT, DPO, report — offline, on a CPU."""
+    from crystalwatch.demo import DemoConfig, Progress, run_demo
+    from crystalwatch.sinks.console import print_demo_summary
+
+    with _errors():
+        cfg = DemoConfig(
+            out=out,
+            tiny=tiny,
+            tasks=tuple(_task_list(tasks) or DemoConfig.tasks),
+            sft_steps=sft_steps or (30 if tiny else 100),
+            dpo_steps=(6 if tiny else 20) if dpo_steps is None else dpo_steps,
+            every_n_steps=every or (10 if tiny else 20),
+            wandb="off" if no_wandb else wandb,
+        )
+        what = "a tiny local model" if tiny else "google/gemma-3-270m (base, from PyPI)"
+        console.print(
+            f"[bold]crystalwatch demo[/bold]: {what}, tasks {', '.join(cfg.tasks)}; SFT {cfg.sft_steps} steps, "
+            f"DPO {cfg.dpo_steps} steps, measured every {cfg.every_n_steps}"
+        )
+        with Progress(console) as progress:
+            summary = run_demo(cfg, progress)
+    print_demo_summary(summary)
 
 
 if __name__ == "__main__":

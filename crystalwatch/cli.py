@@ -253,6 +253,8 @@ def demo_command(
     sft_steps: Annotated[int | None, typer.Option(help="SFT steps (default 100; tiny 30).")] = None,
     dpo_steps: Annotated[int | None, typer.Option(help="DPO steps (default 20; tiny 6; 0 skips DPO).")] = None,
     every: Annotated[int | None, typer.Option(help="Measure every N steps (default 20; tiny 10).")] = None,
+    sft_lr: Annotated[float, typer.Option(help="SFT learning rate (LoRA).")] = 2e-4,
+    dpo_lr: Annotated[float, typer.Option(help="DPO learning rate (LoRA).")] = 5e-5,
     wandb: Annotated[str, typer.Option(help="auto | online | offline (auto: online when logged in).")] = "auto",
     no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not use W&B at all.")] = False,
 ) -> None:
@@ -268,6 +270,8 @@ def demo_command(
             sft_steps=sft_steps or (30 if tiny else 100),
             dpo_steps=(6 if tiny else 20) if dpo_steps is None else dpo_steps,
             every_n_steps=every or (10 if tiny else 20),
+            sft_lr=sft_lr,
+            dpo_lr=dpo_lr,
             wandb="off" if no_wandb else wandb,
         )
         what = "a tiny local model" if tiny else "google/gemma-3-270m (base, from PyPI)"

@@ -141,13 +141,16 @@ def _text(s: Any) -> str:
 
 
 def _step_labels(recs: list[dict[str, Any]]) -> dict[float, str]:
-    """step -> its tick label: the records' labels where given, else the step."""
+    """step -> its tick label: the records' labels where given (with the step when labels repeat), else the step."""
     labels: dict[float, list[str]] = {}
     for r in recs:
         names = labels.setdefault(r["step"], [])
         if r.get("label") and r["label"] not in names:
             names.append(r["label"])
-    return {step: "/".join(names) or f"{step:g}" for step, names in sorted(labels.items())}
+    texts = {step: "/".join(names) for step, names in sorted(labels.items())}
+    if len(set(texts.values())) < len(texts):  # stage labels repeat (a training run): show the step too
+        return {step: f"{step:g} {text}".strip() for step, text in texts.items()}
+    return {step: text or f"{step:g}" for step, text in texts.items()}
 
 
 def _transitions(recs: list[dict[str, Any]]) -> list[str]:

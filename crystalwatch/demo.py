@@ -30,7 +30,7 @@ class DemoConfig:
     tiny: bool = False  # a locally built tiny model instead of gemma-3-270m
     tasks: tuple[str, ...] = DEMO_TASKS
     sft_steps: int = 100
-    dpo_steps: int = 20
+    dpo_steps: int = 14
     every_n_steps: int = 20  # measuring cadence in both stages
     sft_lr: float = 2e-4
     dpo_lr: float = 5e-5

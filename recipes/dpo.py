@@ -1,0 +1,44 @@
+"""Tulu 3-style SFT with crystalwatch watching (a thin TRL script, in the style of trl/scripts/sft.py).
+
+# real scale (GPU, internet): OLMo 2 1B on the Tulu 3 OLMo mixture
+crystalwatch seeds build allenai/OLMo-2-0425-1B --out olmo2-1b.seeds.json.gz --device cuda --dtype bfloat16
+python -m recipes.sft --config recipes/configs/olmo2-1b/sft.yaml
+# smoke (CPU, offline, a minute)
+python -m recipes.sft --config recipes/configs/smoke/sft.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def main(script_args, training_args, model_args, cw_args) -> str:
+    """Train, save the model to ``output_dir`` and return that folder."""
+    from trl import DPOTrainer, get_peft_config
+
+    from recipes.common import callbacks, load_split, model_kwargs, train_and_save
+
+    model_kwargs(training_args, model_args)
+    trainer = DPOTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=load_split(script_args),
+        peft_config=get_peft_config(model_args),
+        callbacks=callbacks(cw_args),
+    )
+    return train_and_save(trainer, training_args, model_args)
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+    from trl import DPOConfig
+
+    from recipes.common import make_parser as parser
+
+    return parser(DPOConfig, "dpo", "DPO with crystalwatch", subparsers, prog)
+
+
+if __name__ == "__main__":
+    main(*make_parser().parse_args_and_config())

@@ -71,7 +71,7 @@ def run_chain(path: str | Path) -> dict[str, Any]:
     trajectory.unlink(missing_ok=True)
     first = stage_args(chain["stages"][0]["recipe"], chain["stages"][0]["config"], {})
     seeds = seed_library(chain["base"], out, first[3].crystalwatch_tasks, chain.get("seeds"))
-    model, offset, outputs = chain["base"], 0, []
+    model, offset, outputs, runs = chain["base"], 0, [], []
     for stage in chain["stages"]:
         recipe = importlib.import_module(f"recipes.{stage['recipe']}")
         overrides = {"model_name_or_path": model, "output_dir": str(out / stage["recipe"]),
@@ -80,23 +80,25 @@ def run_chain(path: str | Path) -> dict[str, Any]:
         args = stage_args(stage["recipe"], stage["config"], overrides)
         model = recipe.main(*args)
         outputs.append(model)
-        _finish_wandb()
+        runs.append(_finish_wandb())
         offset = read_trajectory(trajectory)[-1]["step"]  # the next stage's steps continue from here
     from crystalwatch.report import render_report
 
     return {"trajectory": str(trajectory), "report": str(render_report(trajectory, out / "report")),
-            "outputs": outputs, "seeds": seeds}  # fmt: skip
+            "outputs": outputs, "seeds": seeds, "wandb_runs": runs}  # fmt: skip
 
 
-def _finish_wandb() -> None:
-    """Each stage is its own W&B run: close the one the Trainer left open."""
+def _finish_wandb() -> str | None:
+    """Each stage is its own W&B run: close the one the Trainer left open; return its folder."""
     try:
         import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
     except ImportError:
-        pass
+        return None
+    if wandb.run is None:
+        return None
+    folder = str(Path(wandb.run.dir).parent)
+    wandb.finish()
+    return folder
 
 
 def main() -> None:

@@ -60,7 +60,6 @@ def test_smoke_chain_end_to_end(tmp_path, monkeypatch):
     from recipes.tulu3 import run_chain
 
     monkeypatch.chdir(ROOT)  # the configs use repository-relative data paths
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     chain = yaml.safe_load((ROOT / "recipes/configs/smoke/chain.yaml").read_text())
     chain["output_dir"] = str(tmp_path / "smoke")
     (tmp_path / "chain.yaml").write_text(yaml.safe_dump(chain))
@@ -72,8 +71,8 @@ def test_smoke_chain_end_to_end(tmp_path, monkeypatch):
                       ("rlvr", 20), ("rlvr", 22)]  # fmt: skip
     assert len({r["library"] for r in records}) == 1  # one base library for the whole chain
     assert Path(result["report"]).is_file()
-    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 3
+    runs = result["wandb_runs"]
+    assert len(runs) == 3 and all(runs)
     names = []
     for run_dir in runs:
         run = read_offline_run(run_dir)

@@ -93,6 +93,23 @@ def model_kwargs(training_args: Any, model_args: Any) -> None:
                                        **(training_args.model_init_kwargs or {})}  # fmt: skip
 
 
+def run_stage(trainer_cls: type, script_args: Any, training_args: Any, model_args: Any, cw_args: Any,
+              data: Any = None, **trainer_kwargs: Any) -> str:  # fmt: skip
+    """Build the TRL trainer from the parsed sections, train with crystalwatch attached, save; return the folder."""
+    from trl import get_peft_config
+
+    model_kwargs(training_args, model_args)
+    trainer = trainer_cls(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=load_split(script_args) if data is None else data,
+        peft_config=get_peft_config(model_args),
+        callbacks=callbacks(cw_args),
+        **trainer_kwargs,
+    )
+    return train_and_save(trainer, training_args, model_args)
+
+
 def train_and_save(trainer: Any, training_args: Any, model_args: Any) -> str:
     """Train; merge a LoRA so the next stage starts from a plain model; save model and tokenizer."""
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -24,23 +24,15 @@ def to_prompt(row: dict) -> dict:
 
 def main(script_args, training_args, model_args, cw_args) -> str:
     """Train with the verifiable rewards, save the model to ``output_dir`` and return that folder."""
-    from trl import GRPOTrainer, get_peft_config
+    from trl import GRPOTrainer
 
-    from recipes.common import callbacks, load_split, model_kwargs, train_and_save
+    from recipes.common import load_split, run_stage
     from recipes.rewards import verifiable_reward
 
-    model_kwargs(training_args, model_args)
     data = load_split(script_args)
     data = data.map(to_prompt, remove_columns=[c for c in ("messages",) if c in data.column_names])
-    trainer = GRPOTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=[verifiable_reward],
-        args=training_args,
-        train_dataset=data,
-        peft_config=get_peft_config(model_args),
-        callbacks=callbacks(cw_args),
-    )
-    return train_and_save(trainer, training_args, model_args)
+    return run_stage(GRPOTrainer, script_args, training_args, model_args, cw_args, data=data,
+                     reward_funcs=[verifiable_reward])  # fmt: skip
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

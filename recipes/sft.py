@@ -1,10 +1,13 @@
 """Tulu 3-style SFT with crystalwatch watching (a thin TRL script, in the style of trl/scripts/sft.py).
 
-# real scale (GPU, internet): OLMo 2 1B on the Tulu 3 OLMo mixture
-crystalwatch seeds build allenai/OLMo-2-0425-1B --out olmo2-1b.seeds.json.gz --device cuda --dtype bfloat16
-python -m recipes.sft --config recipes/configs/olmo2-1b/sft.yaml
-# smoke (CPU, offline, a minute)
-python -m recipes.sft --config recipes/configs/smoke/sft.yaml
+    # real scale (GPU, internet): OLMo 2 1B on the Tulu 3 OLMo mixture
+    crystalwatch seeds build allenai/OLMo-2-0425-1B --out olmo2-1b.seeds.json.gz --device cuda --dtype bfloat16
+    python -m recipes.sft --config recipes/configs/olmo2-1b/sft.yaml
+    # smoke (CPU, offline, seconds)
+    python -m recipes.sft --config recipes/configs/smoke/sft.yaml
+
+Any config field can be overridden on the command line (``--max_samples 1000``). With ``use_peft`` the
+LoRA is merged before saving, so the next stage starts from a plain model.
 """
 
 from __future__ import annotations
@@ -17,19 +20,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 def main(script_args, training_args, model_args, cw_args) -> str:
     """Train, save the model to ``output_dir`` and return that folder."""
-    from trl import SFTTrainer, get_peft_config
+    from trl import SFTTrainer
 
-    from recipes.common import callbacks, load_split, model_kwargs, train_and_save
+    from recipes.common import run_stage
 
-    model_kwargs(training_args, model_args)
-    trainer = SFTTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=load_split(script_args),
-        peft_config=get_peft_config(model_args),
-        callbacks=callbacks(cw_args),
-    )
-    return train_and_save(trainer, training_args, model_args)
+    return run_stage(SFTTrainer, script_args, training_args, model_args, cw_args)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from crystalwatch.measure import Plan, plan, run
+from crystalwatch.measure import Plan, eval_mode, plan, run
 from crystalwatch.phases import PhaseConfig, PhaseTracker
 from crystalwatch.seeds import SeedLibrary, build_seed_library
 from crystalwatch.sinks.jsonl import TrajectoryWriter, read_trajectory
@@ -79,13 +79,12 @@ class CrystalWatchConfig:
 
 @contextlib.contextmanager
 def restored(model: Any, tokenizer: Any) -> Iterator[None]:
-    """Whatever happens inside, give back the model's train mode and the tokenizer's settings."""
-    was_training = getattr(model, "training", False)
+    """Whatever happens inside, give back the model's train mode (``eval_mode``) and the tokenizer's settings."""
     saved = {a: getattr(tokenizer, a) for a in _TOKENIZER_ATTRS if hasattr(tokenizer, a)}
     try:
-        yield
+        with eval_mode(model):
+            yield
     finally:
-        model.train(was_training)
         for attr, value in saved.items():
             if getattr(tokenizer, attr, None) != value:
                 setattr(tokenizer, attr, value)

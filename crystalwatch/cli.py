@@ -111,7 +111,7 @@ def measure_command(
         with console.status(f"loading {model}"):
             lm, tokenizer = load_model(model, dtype=dtype, device=device)
         if library:
-            library.check(loaded, tokenizer)
+            library.check([], tokenizer)  # the tasks were checked above, before loading the model
         with console.status(f"measuring {len(loaded)} task(s) with the {estimator} estimator"):
             result = measure(
                 lm, tokenizer, loaded, kind=kind, estimator=estimator, terminators=terminators,  # type: ignore[arg-type]

@@ -165,53 +165,45 @@ def _callbacks(library: Any, cfg: DemoConfig, trajectory: Path, stage: str, offs
     return [watch] + ([progress.stage(stage, watch)] if progress is not None else [])
 
 
-def _finish_wandb(mode: str | None) -> str | None:
-    if mode is None:
-        return None
-    import wandb
+def _stage(name: str, trainer_cls: type, args: Any, data_file: Path, model: Any, tokenizer: Any, library: Any,
+           cfg: DemoConfig, trajectory: Path, offset: int, progress: Any) -> tuple[Any, StageResult]:  # fmt: skip
+    """Train one stage with a fresh LoRA and the callback attached; return the merged model and its timings."""
+    from datasets import load_dataset
 
-    run_dir = wandb.run.dir if wandb.run is not None else None
-    wandb.finish()
-    return str(Path(run_dir).parent) if run_dir else None
+    from crystalwatch.sinks.wandb import finish_run
+
+    start = time.perf_counter()
+    data = load_dataset("json", data_files=str(data_file), split="train")
+    trainer = trainer_cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                          peft_config=_lora(cfg),
+                          callbacks=_callbacks(library, cfg, trajectory, name, offset, progress))  # fmt: skip
+    trainer.train()
+    run_dir = finish_run() if "wandb" in (args.report_to or []) else None  # only the run this stage started
+    seconds = time.perf_counter() - start
+    return trainer.model.merge_and_unload(), StageResult(name, trainer.state.global_step, seconds, run_dir)
 
 
 def sft_stage(model: Any, tokenizer: Any, library: Any, cfg: DemoConfig, trajectory: Path, mode: str | None,
               progress: Any) -> tuple[Any, StageResult]:  # fmt: skip
     """LoRA SFT on the shipped chat conversations; returns the merged model."""
-    from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
     from crystalwatch.data import chat_sft_path
 
-    start = time.perf_counter()
-    data = load_dataset("json", data_files=str(chat_sft_path()), split="train")
-    trainer = SFTTrainer(model=model, args=SFTConfig(**_common(cfg, "sft", cfg.sft_steps, cfg.sft_lr, mode)),
-                         train_dataset=data, processing_class=tokenizer, peft_config=_lora(cfg),
-                         callbacks=_callbacks(library, cfg, trajectory, "sft", 0, progress))  # fmt: skip
-    trainer.train()
-    run_dir = _finish_wandb(mode)
-    merged = trainer.model.merge_and_unload()
-    return merged, StageResult("sft", trainer.state.global_step, time.perf_counter() - start, run_dir)
+    args = SFTConfig(**_common(cfg, "sft", cfg.sft_steps, cfg.sft_lr, mode))
+    return _stage("sft", SFTTrainer, args, chat_sft_path(), model, tokenizer, library, cfg, trajectory, 0, progress)
 
 
 def dpo_stage(model: Any, tokenizer: Any, library: Any, cfg: DemoConfig, trajectory: Path, mode: str | None,
               progress: Any, step_offset: int) -> tuple[Any, StageResult]:  # fmt: skip
     """Length-normalised DPO (Tulu 3's loss, beta 5) with a fresh LoRA on the SFT model; its steps continue SFT's."""
-    from datasets import load_dataset
     from trl import DPOConfig, DPOTrainer
 
     from crystalwatch.data import preferences_path
 
-    start = time.perf_counter()
-    data = load_dataset("json", data_files=str(preferences_path()), split="train")
     args = DPOConfig(**_common(cfg, "dpo", cfg.dpo_steps, cfg.dpo_lr, mode), loss_type=["sigmoid_norm"], beta=5.0)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                         peft_config=_lora(cfg),
-                         callbacks=_callbacks(library, cfg, trajectory, "dpo", step_offset, progress))  # fmt: skip
-    trainer.train()
-    run_dir = _finish_wandb(mode)
-    return trainer.model.merge_and_unload(), StageResult("dpo", trainer.state.global_step,
-                                                         time.perf_counter() - start, run_dir)  # fmt: skip
+    return _stage("dpo", DPOTrainer, args, preferences_path(), model, tokenizer, library, cfg, trajectory,
+                  step_offset, progress)  # fmt: skip
 
 
 def summarise(trajectory: Path, cfg: DemoConfig, library: Any, stages: list[StageResult], library_seconds: float,

@@ -115,7 +115,7 @@ def measure_ladder(
     records: list[dict[str, Any]] = []
     for index, (ref, label, step) in enumerate(zip(models, labels, steps)):
         model, tokenizer = load_model(ref, dtype=dtype, device=device)
-        library.check(loaded, tokenizer)
+        library.check([], tokenizer)  # the tasks were checked once, above
         m = measure(model, tokenizer, loaded, kind=kind, model_name=ref, **measure_kwargs)
         new = observe(m, library, tracker, step=step, index=index, run=run, label=label, model=ref)
         writer.write(new)

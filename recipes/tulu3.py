@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from crystalwatch.sinks.jsonl import read_trajectory
+from crystalwatch.sinks.wandb import finish_run
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 RECIPES = ("sft", "dpo", "grpo")
@@ -80,25 +81,12 @@ def run_chain(path: str | Path) -> dict[str, Any]:
         args = stage_args(stage["recipe"], stage["config"], overrides)
         model = recipe.main(*args)
         outputs.append(model)
-        runs.append(_finish_wandb())
+        runs.append(finish_run())
         offset = read_trajectory(trajectory)[-1]["step"]  # the next stage's steps continue from here
     from crystalwatch.report import render_report
 
     return {"trajectory": str(trajectory), "report": str(render_report(trajectory, out / "report")),
             "outputs": outputs, "seeds": seeds, "wandb_runs": runs}  # fmt: skip
-
-
-def _finish_wandb() -> str | None:
-    """Each stage is its own W&B run: close the one the Trainer left open; return its folder."""
-    try:
-        import wandb
-    except ImportError:
-        return None
-    if wandb.run is None:
-        return None
-    folder = str(Path(wandb.run.dir).parent)
-    wandb.finish()
-    return folder
 
 
 def main() -> None:

@@ -16,6 +16,11 @@ RANDOM_REQUEST = re.compile(
 )
 
 
+def user_texts(rows, field):
+    """Every user message's text in ``rows[i][field]`` (a list of messages)."""
+    return [m["content"] for row in rows for m in row[field] if m["role"] == "user"]
+
+
 @pytest.fixture(scope="module")
 def conversations():
     lines = chat_sft_path().read_text(encoding="utf-8").splitlines()
@@ -37,19 +42,13 @@ def test_schema(conversations):
 
 def test_size_and_no_duplicate_prompts(conversations):
     assert len(conversations) >= 300
-    prompts = [m["content"].strip().lower() for row in conversations for m in row["messages"] if m["role"] == "user"]
+    prompts = [text.strip().lower() for text in user_texts(conversations, "messages")]
     assert len(set(prompts)) == len(prompts), "duplicate user prompts"
     assert len(prompts) > len(conversations)  # some conversations have two turns
 
 
 def test_no_random_or_choice_requests(conversations):
-    hits = [
-        m["content"]
-        for row in conversations
-        for m in row["messages"]
-        if m["role"] == "user"
-        if RANDOM_REQUEST.search(m["content"])
-    ]
+    hits = [text for text in user_texts(conversations, "messages") if RANDOM_REQUEST.search(text)]
     assert not hits, hits
 
 
@@ -110,19 +109,11 @@ def test_preferences_size_and_no_duplicate_prompts(preference_pairs, conversatio
     assert len(preference_pairs) >= 160
     prompts = [row["prompt"][-1]["content"].strip().lower() for row in preference_pairs]
     assert len(set(prompts)) == len(prompts), "duplicate preference prompts"
-    sft_prompts = {
-        m["content"].strip().lower() for row in conversations for m in row["messages"] if m["role"] == "user"
-    }
+    sft_prompts = {text.strip().lower() for text in user_texts(conversations, "messages")}
     overlap = [p for p in prompts if p in sft_prompts]
     assert not overlap, overlap
 
 
 def test_preferences_no_random_or_choice_requests(preference_pairs):
-    hits = [
-        m["content"]
-        for row in preference_pairs
-        for m in row["prompt"]
-        if m["role"] == "user"
-        if RANDOM_REQUEST.search(m["content"])
-    ]
+    hits = [text for text in user_texts(preference_pairs, "prompt") if RANDOM_REQUEST.search(text)]
     assert not hits, hits

@@ -38,12 +38,8 @@ def cluster(p: np.ndarray, threshold: float = CLUSTER_THRESHOLD) -> np.ndarray:
 
 
 def _base_stats(variants: list[VariantDist]) -> dict[str, float]:
-    p = np.stack([v.probs for v in variants])
-    return {
-        "entropy": metrics.entropy(p),
-        "diversity": metrics.diversity(p),
-        "coverage": metrics.mean_coverage(np.array([v.coverage for v in variants])),
-    }
+    """The base's own metrics on these variants: the same ``task_metrics`` a later measurement gets."""
+    return metrics.task_metrics(np.stack([v.probs for v in variants]), np.array([v.coverage for v in variants]))
 
 
 def task_seeds(

@@ -150,6 +150,22 @@ def parse_library(raw: Any, src: str = "<memory>") -> SeedLibrary:
     return SeedLibrary({tid: _parse_task(src, tid, t) for tid, t in tasks.items()}, dict(prov))
 
 
+def digest(data: bytes) -> str:
+    """A library's content digest: 16 hex digits of SHA-256 of its uncompressed JSON."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def read_bytes(path: Path) -> bytes:
+    """The uncompressed JSON of a library file (gzip detected by content)."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def file_digest(path: str | Path) -> str:
+    """The digest of a library file, without parsing it."""
+    return digest(read_bytes(Path(path)))
+
+
 def save_library(lib: SeedLibrary, path: str | Path) -> Path:
     """Write ``lib`` as JSON (gzip when the name ends in ``.gz``) and set its ``digest``."""
     path = Path(path)
@@ -157,7 +173,7 @@ def save_library(lib: SeedLibrary, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode()
     path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
-    lib.digest = hashlib.sha256(data).hexdigest()[:16]
+    lib.digest = digest(data)
     return path
 
 
@@ -165,9 +181,7 @@ def load_library(path: str | Path) -> SeedLibrary:
     """Read and validate a library file; any problem is a :class:`SeedLibraryError` naming the field."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+        data = read_bytes(path)
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise SeedLibraryError(
             f"{path}: cannot read the seed library ({err}); rebuild it with `crystalwatch seeds build`"
@@ -180,6 +194,6 @@ def load_library(path: str | Path) -> SeedLibrary:
             "Rebuild it with `crystalwatch seeds build`"
         ) from None
     lib = parse_library(raw, str(path))
-    lib.digest = hashlib.sha256(data).hexdigest()[:16]
+    lib.digest = digest(data)
     lib.provenance["path"] = str(path)
     return lib

@@ -20,8 +20,6 @@ The sink never initialises or finishes the run: the Trainer (or the user) owns i
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
 import math
 import time
@@ -34,6 +32,7 @@ from typing import Any
 import wandb
 
 from crystalwatch.phases import STATES
+from crystalwatch.seeds.codec import file_digest
 from crystalwatch.sinks.jsonl import json_safe
 
 __all__ = ["MAX_ALERTS", "STATE_CODES", "TABLE_COLUMNS", "TABLE_KEY", "Alert", "WandbSink", "state_code"]
@@ -72,14 +71,6 @@ def _number(value: Any) -> float | None:
 def _fmt(value: Any) -> str:
     x = _number(value)
     return "n/a" if x is None else f"{x:.3g}"
-
-
-def _file_digest(path: Path) -> str:
-    """The library digest crystalwatch computes: sha256 of the (decompressed) file, 16 hex digits."""
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 # -- what one measurement logs ------------------------------------------------------------------------------------
@@ -175,6 +166,16 @@ def _current_run() -> Any:
     return None if run is None or getattr(run, "disabled", False) else run
 
 
+def finish_run() -> str | None:
+    """Finish the active W&B run (a Trainer leaves it open) and return its folder; None without one."""
+    run = _current_run()
+    if run is None:
+        return None
+    folder = str(Path(run.dir).parent)
+    wandb.finish()
+    return folder
+
+
 # -- the sink -----------------------------------------------------------------------------------------------------
 
 
@@ -227,7 +228,7 @@ class WandbSink:
             return
         entry = json_safe(dict(config))
         if library_path:
-            digest = library_digest or _file_digest(Path(library_path))
+            digest = library_digest or file_digest(library_path)
             entry["seed_library"] = self._log_library(run, Path(library_path), digest)
             entry["seed_library_digest"] = digest
         elif library_digest:

@@ -1,5 +1,6 @@
 """crystalwatch: watch a language model crystallize while it is post-trained."""
 
+from crystalwatch.errors import CrystalwatchError
 from crystalwatch.measure import Measurement, TaskResult, VariantResult, measure
 from crystalwatch.metrics import consensus, diversity, entropy, jsd, normalized_entropy, velocity
 from crystalwatch.models import load_model
@@ -22,6 +23,7 @@ def __getattr__(name: str):  # the callback imports transformers: load it only w
 __all__ = [
     "CrystalWatchCallback",
     "CrystalWatchConfig",
+    "CrystalwatchError",
     "Measurement",
     "PhaseConfig",
     "PhaseTracker",

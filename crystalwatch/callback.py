@@ -21,18 +21,22 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from transformers import TrainerCallback
 
-from crystalwatch.measure import Plan, eval_mode, plan, run
-from crystalwatch.phases import PhaseConfig, PhaseTracker
+from crystalwatch.errors import CrystalwatchError, check_choice, check_int, check_number, did_you_mean
+from crystalwatch.files import write_atomic
+from crystalwatch.measure import Plan, check_settings, eval_mode, plan, run
+from crystalwatch.models import display_name
+from crystalwatch.phases import STATES, PhaseConfig, PhaseTracker
 from crystalwatch.seeds import SeedLibrary, build_seed_library
 from crystalwatch.sinks.jsonl import TrajectoryWriter, read_trajectory
+from crystalwatch.tasks import load_tasks
+from crystalwatch.trajectory import observe, resume_run
 
 logger = logging.getLogger("crystalwatch")
 STATE_FILE = "crystalwatch_state.json"
@@ -55,6 +59,7 @@ class CrystalWatchConfig:
     label: str = ""  # stage label stored in every record (e.g. "sft", "dpo")
     step_offset: int = 0  # added to the trainer's step in the records: stage 2 of a chain continues stage 1's axis
     run_name: str | None = None  # default: the W&B run name, else the output_dir's name
+    model: str | None = None  # the model's name in the records; default: the reference it was loaded by
     trajectory: str | None = None  # default: <output_dir>/crystalwatch/trajectory.jsonl
     wandb: bool = True  # log to the active W&B run, if any
     alerts: bool = True  # wandb.alert on transitions into alert_states
@@ -66,15 +71,28 @@ class CrystalWatchConfig:
     phases: PhaseConfig = field(default_factory=PhaseConfig)
 
     def __post_init__(self) -> None:
+        """Check every setting that needs no model; errors name the setting and say what is allowed."""
         if isinstance(self.phases, dict):
+            known = [f.name for f in fields(PhaseConfig)]
+            for key in self.phases:
+                if key not in known:
+                    raise CrystalwatchError(f"phases: unknown setting {key!r}{did_you_mean(key, known)}; "
+                                            f"PhaseConfig has {', '.join(known)}")  # fmt: skip
             self.phases = PhaseConfig(**self.phases)
-        if self.every_n_steps is not None and self.every_n_steps < 0:
-            raise ValueError("every_n_steps must be >= 0 (or None for the adaptive cadence)")
-        if not 0 < self.budget < 1:
-            raise ValueError("budget must be in (0, 1), e.g. 0.02 for 2% of the training time")
-        if self.estimator not in ("exact", "sampled"):
-            raise ValueError(f"unknown estimator '{self.estimator}'; use 'exact' or 'sampled'")
-        self.alert_states = tuple(self.alert_states)
+        if not isinstance(self.phases, PhaseConfig):
+            raise CrystalwatchError(f"phases must be a PhaseConfig or a dict of its fields, got {self.phases!r}")
+        if isinstance(self.tasks, str):
+            self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
+        if self.tasks is not None and not self.tasks:
+            raise CrystalwatchError("tasks is empty: name task ids or YAML paths, or pass None for the library's")
+        if self.every_n_steps is not None:
+            check_int("every_n_steps", self.every_n_steps, 0)
+        check_number("budget", self.budget, 0, 1, open_low=True, open_high=True)
+        check_settings(kind=self.kind, estimator=self.estimator, terminators=self.terminators,
+                       samples=self.samples, batch_tokens=self.batch_tokens)  # fmt: skip
+        check_int("step_offset", self.step_offset, 0)
+        check_number("alert_min_interval_s", self.alert_min_interval_s, 0, float("inf"))
+        self.alert_states = tuple(check_choice("alert_states", s, STATES) for s in self.alert_states)
 
 
 @contextlib.contextmanager
@@ -98,7 +116,7 @@ class CrystalWatchCallback(TrainerCallback):
     """Live phase monitoring; see the module docstring and docs/callback.md."""
 
     def __init__(self, seeds: str | Path | SeedLibrary | None = None, *, config: CrystalWatchConfig | None = None,
-                 **settings: Any) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.perf_counter, **settings: Any) -> None:  # fmt: skip
         if isinstance(seeds, SeedLibrary):
             self.library: SeedLibrary | None = seeds
             settings.setdefault("seeds", seeds.provenance.get("path"))
@@ -106,7 +124,20 @@ class CrystalWatchCallback(TrainerCallback):
             self.library = None
             if seeds is not None:
                 settings["seeds"] = str(seeds)
+        if config is None:
+            known = [f.name for f in fields(CrystalWatchConfig)]
+            for key in settings:
+                if key not in known:
+                    raise CrystalwatchError(f"CrystalWatchCallback: unknown setting {key!r}{did_you_mean(key, known)}"
+                                            " (docs/callback.md lists them)")  # fmt: skip
         self.config = config or CrystalWatchConfig(**settings)
+        # Everything that needs no model is checked now, before training starts: tasks, library, their match.
+        if self.library is None and self.config.seeds:
+            self.library = SeedLibrary.load(self.config.seeds)
+        self._tasks = load_tasks(self.config.tasks or (list(self.library.tasks) if self.library else None))
+        if self.library is not None:
+            self.library.check(self._tasks)
+        self._clock = clock  # seconds; the adaptive cadence's only source of time (a test passes a fake one)
         self.tracker = PhaseTracker(self.config.phases)
         self.errors = 0
         self.index = 0
@@ -134,11 +165,11 @@ class CrystalWatchCallback(TrainerCallback):
             self._measure(state.global_step, model)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._step_started = time.perf_counter()
+        self._step_started = self._clock()
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self._step_started is not None:
-            self._train_seconds += time.perf_counter() - self._step_started
+            self._train_seconds += self._clock() - self._step_started
             self._step_started = None
         if state.global_step != self.last_step and self._due(state.global_step):
             self._measure(state.global_step, model)
@@ -168,7 +199,7 @@ class CrystalWatchCallback(TrainerCallback):
         with self._guard("saving the callback state"):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                (folder / STATE_FILE).write_text(json.dumps(self.state_dict()))
+                write_atomic(folder / STATE_FILE, json.dumps(self.state_dict()))
 
     # --- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -208,16 +239,14 @@ class CrystalWatchCallback(TrainerCallback):
         self._tokenizer = _tokenizer_of(processing_class)
         if self._tokenizer is None or model is None:
             raise ValueError("the Trainer passed no model or processing_class to the callback")
-        self._model_name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+        self._model_name = cfg.model or display_name(str(getattr(getattr(model, "config", None), "_name_or_path", "")))
         out = Path(args.output_dir) / "crystalwatch"
         with restored(model, self._tokenizer):
-            if self.library is None and cfg.seeds:
-                self.library = SeedLibrary.load(cfg.seeds)
-            tasks = cfg.tasks or (list(self.library.tasks) if self.library else None)
-            self._plan = plan(self._tokenizer, tasks, kind=cfg.kind, terminators=cfg.terminators)
+            self._plan = plan(self._tokenizer, self._tasks, kind=cfg.kind, terminators=cfg.terminators)
             if self.library is None:
                 self.library = self._build_library(model, out)
-            self.library.check(self._plan.tasks, self._tokenizer)
+            else:
+                self.library.check([], self._tokenizer)  # the tasks were checked at construction
         self._run_name = cfg.run_name or self._run_name or _wandb_run_name() or Path(args.output_dir).name
         path = Path(cfg.trajectory) if cfg.trajectory else out / "trajectory.jsonl"
         self._writer = TrajectoryWriter(path) if self._main else None
@@ -259,21 +288,19 @@ class CrystalWatchCallback(TrainerCallback):
         self.load_state_dict(json.loads(saved.read_text()))
         if self._main and path.is_file():
             keep = path.read_text(encoding="utf-8").splitlines(keepends=True)[: self.records_written]
-            path.write_text("".join(keep), encoding="utf-8")
+            write_atomic(path, "".join(keep))
 
     def _continue(self, path: Path) -> None:
         """A new stage writing into an existing trajectory of the same run: replay its records so that the
         index, the tracker's states and hysteresis, and velocity continue where the last stage ended."""
-        mine = [r for r in read_trajectory(path) if r["run"] == self._run_name]
-        for r in mine:
-            self.tracker.update(r["step"], r["task"], r["metrics"], np.array(r["consensus"]), r["seed"])
-        if mine:
-            self.index = mine[-1]["index"] + 1
-            self.records_written = len(path.read_text(encoding="utf-8").splitlines())
-            if mine[-1]["step"] == self.config.step_offset:  # that step is measured already (the last stage's end)
+        so_far = resume_run(path, self._run_name, self.tracker)
+        self.records_written = so_far.records
+        if so_far.last_step is not None:
+            self.index = so_far.next_index
+            if so_far.last_step == self.config.step_offset:  # that step is measured already (the last stage's end)
                 self.last_step = 0
             logger.warning("crystalwatch: continuing run %r of %s after step %d", self._run_name, path,
-                           mine[-1]["step"])  # fmt: skip
+                           so_far.last_step)  # fmt: skip
 
     def _start_wandb(self) -> None:
         from crystalwatch.sinks.wandb import WandbSink
@@ -292,17 +319,16 @@ class CrystalWatchCallback(TrainerCallback):
         """Measure, then write and log; the whole cost counts against the adaptive cadence's budget."""
         if self._plan is None or self.library is None or model is None:
             return
-        start = time.perf_counter()
+        start = self._clock()
         records = self._observe(step, model)
         if records and self._main:
-            self._emit(records, step, time.perf_counter() - start)
-        self._measure_seconds = time.perf_counter() - start
+            self._emit(records, step, self._clock() - start)
+        self._measure_seconds = self._clock() - start
         self._train_seconds = 0.0
         self.seconds += self._measure_seconds
 
     def _observe(self, step: int, model: Any) -> list[dict[str, Any]]:
         from crystalwatch.distributed import score_all
-        from crystalwatch.trajectory import observe
 
         assert self._plan is not None and self.library is not None
         records: list[dict[str, Any]] = []

@@ -13,6 +13,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from crystalwatch.errors import (
+    CrystalwatchError,
+    CrystalwatchWarning,
+    check_choice,
+    check_int,
+    check_number,
+    did_you_mean,
+)
 from crystalwatch.sinks.console import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Watch a language model crystallize.")
@@ -25,38 +33,76 @@ DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda | cuda:N")]
 
 
-def _task_list(tasks: str | None) -> list[str] | None:
-    return None if not tasks else [t.strip() for t in tasks.split(",") if t.strip()]
+def _task_list(tasks: str | None, option: str = "--tasks") -> list[str] | None:
+    """Task ids or paths from a comma-separated option; None when the option is not given."""
+    if tasks is None:
+        return None
+    items = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not items:
+        raise CrystalwatchError(f"{option} is empty: name task ids or YAML paths, e.g. {option} coin_flip,weekday "
+                                "(leave the option out for every task)")  # fmt: skip
+    return items
 
 
-def _csv(text: str | None) -> list[str] | None:
-    return None if text is None else [t.strip() for t in text.split(",")]
+def _csv(text: str | None, option: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise CrystalwatchError(f"{option} {text!r} has an empty item; separate the values with single commas")
+    return items
+
+
+def _steps(text: str | None) -> list[int] | None:
+    items = _csv(text, "--steps")
+    if items is None:
+        return None
+    try:
+        return [int(x) for x in items]
+    except ValueError:
+        raise CrystalwatchError(f"--steps {text!r}: each step must be a whole number, e.g. 0,100,200") from None
+
+
+def _device(device: str) -> str:
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CrystalwatchError(f"--device: {device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    return device
+
+
+def _say(kind: str, message: Any) -> None:
+    """One message line, never hard-wrapped (the console soft-wraps), markup in the message left as text."""
+    colour = "red" if kind == "error" else "yellow"
+    console.print(f"[{colour}]{kind}:[/{colour}] ", end="")
+    console.print(str(message), markup=False, highlight=False)
 
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """Known input errors become one red line and exit code 2; warnings become yellow lines."""
-    from crystalwatch.models import ModelLoadError
-    from crystalwatch.seeds import SeedLibraryError, SeedLibraryWarning
-    from crystalwatch.sinks.jsonl import TrajectoryError
-    from crystalwatch.tasks import TaskSpecError
-
+    """Known input errors become one red line and exit code 2; crystalwatch's warnings become yellow lines."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     original = warnings.showwarning
 
     def show(message: Any, category: type[Warning], filename: str, lineno: int, *rest: Any) -> None:
-        if issubclass(category, SeedLibraryWarning):
-            console.print(f"[yellow]warning:[/yellow] {message}")
+        if issubclass(category, CrystalwatchWarning):
+            _say("warning", message)
         else:
             original(message, category, filename, lineno, *rest)
 
     with warnings.catch_warnings():
         warnings.showwarning = show
-        warnings.simplefilter("always", SeedLibraryWarning)
+        warnings.simplefilter("always", CrystalwatchWarning)
         try:
             yield
-        except (TaskSpecError, ModelLoadError, SeedLibraryError, TrajectoryError, ValueError) as err:
-            console.print(f"[red]error:[/red] {err}")
+        except CrystalwatchError as err:
+            _say("error", err)
+            raise typer.Exit(2) from None
+        except OSError as err:  # a place the OS refused that no check above foresaw: still one line, no traceback
+            where = f"{err.filename}: " if err.filename else ""
+            _say("error", f"{where}{err.strerror or err}")
             raise typer.Exit(2) from None
 
 
@@ -95,8 +141,9 @@ def measure_command(
     seeds: Annotated[Path | None, typer.Option(help="Seed library: add seed metrics and a phase verdict.")] = None,
 ) -> None:
     """Measure a model's answer distributions on tasks and print a table per task."""
-    from crystalwatch.measure import measure
-    from crystalwatch.models import load_model
+    from crystalwatch.files import ensure_folder, write_atomic
+    from crystalwatch.measure import check_settings, measure
+    from crystalwatch.models import DTYPES, load_model
     from crystalwatch.seeds import SeedLibrary
     from crystalwatch.sinks.console import VERDICT_NOTE, print_measurement, print_verdicts
     from crystalwatch.sinks.jsonl import json_safe
@@ -104,6 +151,11 @@ def measure_command(
     from crystalwatch.trajectory import one_shot
 
     with _errors():
+        check_settings(kind=kind, estimator=estimator, terminators=terminators, samples=samples, option="--")
+        check_choice("--dtype", dtype, DTYPES)
+        _device(device)
+        if json_out is not None:
+            ensure_folder(json_out.parent)
         library = SeedLibrary.load(seeds) if seeds else None
         loaded = load_tasks(_task_list(tasks) or (list(library.tasks) if library else None))
         if library:
@@ -125,8 +177,8 @@ def measure_command(
         console.print(f"[dim]{VERDICT_NOTE}[/dim]")
         audit["seeds"] = {"library": library.digest, "model": library.provenance.get("model"), "tasks": verdicts}
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(json_safe(audit), indent=1, ensure_ascii=False))
+        with _errors():
+            write_atomic(json_out, json.dumps(json_safe(audit), indent=1, ensure_ascii=False))
         console.print(f"audit JSON written to {json_out}")
 
 
@@ -143,18 +195,29 @@ def seeds_build(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Measure a base model on every prompt of each task and cluster the distributions into seeds."""
-    from crystalwatch.models import fingerprint, load_model
+    from crystalwatch.files import ensure_folder
+    from crystalwatch.measure import KINDS, check_settings
+    from crystalwatch.models import DTYPES, fingerprint, load_model
     from crystalwatch.seeds import build_seed_library
     from crystalwatch.sinks.console import print_library
     from crystalwatch.tasks import load_tasks
 
     with _errors():
+        kind_list = _csv(kinds, "--kinds") or []
+        for k in kind_list:
+            check_choice("--kinds", k, KINDS)
+        check_settings(terminators=terminators, option="--")
+        check_number("--threshold", threshold, 0, 1, open_low=True)
+        check_number("--min-chat-coverage", min_chat_coverage, 0, 1, open_high=True)
+        check_choice("--dtype", dtype, DTYPES)
+        _device(device)
+        ensure_folder(out.parent)
         loaded = load_tasks(_task_list(tasks))
         with console.status(f"loading {model}"):
             lm, tokenizer = load_model(model, dtype=dtype, device=device)
         with console.status(f"measuring {len(loaded)} task(s) on {model} ({kinds} prompts)"):
             library = build_seed_library(
-                lm, tokenizer, loaded, kinds=_csv(kinds) or [], model_name=model, terminators=terminators,
+                lm, tokenizer, loaded, kinds=kind_list, model_name=model, terminators=terminators,
                 threshold=threshold, min_chat_coverage=min_chat_coverage, provenance=fingerprint(model, lm),
             )  # fmt: skip
         library.save(out)
@@ -174,7 +237,13 @@ def seeds_show(
 
     with _errors():
         lib = SeedLibrary.load(library)
-    print_library(lib, _task_list(tasks))
+        names = _task_list(tasks)
+        unknown = [t for t in names or [] if t not in lib.tasks]
+        if unknown:
+            hint = did_you_mean(unknown[0], lib.tasks)
+            raise CrystalwatchError(f"{library}: no seeds for task(s) {', '.join(unknown)}{hint}; "
+                                    f"it has {', '.join(lib.tasks)}")  # fmt: skip
+    print_library(lib, names)
 
 
 @app.command("trajectory")
@@ -192,24 +261,40 @@ def trajectory_command(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Measure a ladder of checkpoints (e.g. base -> SFT -> DPO -> RLVR) and track each task's phase."""
-    from crystalwatch.models import fingerprint, load_model
+    from crystalwatch.files import ensure_folder
+    from crystalwatch.measure import check_settings
+    from crystalwatch.models import DTYPES, fingerprint, load_model
     from crystalwatch.phases import PhaseConfig
     from crystalwatch.seeds import SeedLibrary, build_seed_library
     from crystalwatch.sinks.console import print_events, print_verdicts
+    from crystalwatch.sinks.jsonl import read_trajectory
     from crystalwatch.tasks import load_tasks
-    from crystalwatch.trajectory import measure_ladder
+    from crystalwatch.trajectory import check_ladder, measure_ladder
 
     with _errors():
-        label_list = _csv(labels)
-        step_list = [int(x) for x in _csv(steps) or []] or None
+        label_list, step_list = _csv(labels, "--labels"), _steps(steps)
+        check_ladder(models, label_list, step_list)
+        check_settings(kind=kind, option="--")
+        check_int("--hold", hold, 1)
+        check_choice("--dtype", dtype, DTYPES)
+        _device(device)
+        task_list = _task_list(tasks)
+        load_tasks(task_list) if task_list else None  # unknown ids and bad files fail before any model loads
+        ensure_folder(out.parent)
+        run = run or out.stem
+        continuing = out.is_file() and any(r["run"] == run for r in read_trajectory(out, empty_ok=True))
+        default_seeds = out.with_suffix(".seeds.json")
+        if seeds is None and continuing and default_seeds.is_file():
+            console.print(f"continuing run '{run}' of {out} with its library {default_seeds}")
+            seeds = default_seeds
         if seeds is not None:
             library = SeedLibrary.load(seeds)
         else:
-            seeds = out.with_suffix(".seeds.json")
+            seeds = default_seeds
             console.print(f"no --seeds: building the library from the first model, {models[0]}, into {seeds}")
             with console.status(f"building the seed library from {models[0]}"):
                 lm, tok = load_model(models[0], dtype=dtype, device=device)
-                library = build_seed_library(lm, tok, load_tasks(_task_list(tasks)), model_name=models[0],
+                library = build_seed_library(lm, tok, load_tasks(task_list), model_name=models[0],
                                            provenance=fingerprint(models[0], lm))  # fmt: skip
                 library.save(seeds)
                 del lm
@@ -223,8 +308,8 @@ def trajectory_command(
 
         with console.status(f"measuring {len(models)} checkpoint(s)"):
             measure_ladder(
-                models, library, out, labels=label_list, steps=step_list, tasks=_task_list(tasks), kind=kind,
-                run=run or out.stem, config=PhaseConfig(hold=hold), dtype=dtype, device=device, on_measured=show,
+                models, library, out, labels=label_list, steps=step_list, tasks=task_list, kind=kind,
+                run=run, config=PhaseConfig(hold=hold), dtype=dtype, device=device, on_measured=show,
             )  # fmt: skip
     console.print(f"trajectory appended to {out}; render it with `crystalwatch report {out} --out DIR`")
 

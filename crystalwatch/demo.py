@@ -18,6 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crystalwatch.errors import check_choice, check_int
+from crystalwatch.files import ensure_folder, write_atomic
+from crystalwatch.tasks import load_tasks
+
 DEMO_TASKS = ("integer_1_10", "coin_flip", "rainbow_colour", "weekday", "rock_paper_scissors")
 BASE = "pypi:gemma-3-270m"
 
@@ -44,10 +48,11 @@ class DemoConfig:
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.tasks = tuple(self.tasks)
-        if self.wandb not in ("auto", "online", "offline", "off"):
-            raise ValueError(f"wandb must be auto, online, offline or off, not {self.wandb!r}")
-        if self.sft_steps < 1 or self.dpo_steps < 0 or self.every_n_steps < 1:
-            raise ValueError("need sft_steps >= 1, dpo_steps >= 0 and every_n_steps >= 1")
+        check_choice("wandb", self.wandb, ("auto", "online", "offline", "off"))
+        check_int("sft_steps", self.sft_steps, 1)
+        check_int("dpo_steps", self.dpo_steps, 0)
+        check_int("every_n_steps", self.every_n_steps, 1)
+        load_tasks(list(self.tasks))  # unknown ids and bad task files fail before any model loads
 
 
 def wandb_mode(choice: str) -> str | None:
@@ -116,7 +121,7 @@ def run_demo(cfg: DemoConfig, progress: Any = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     started = time.perf_counter()
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(cfg.out)
     mode = wandb_mode(cfg.wandb)
     if mode is not None:
         os.environ["WANDB_MODE"] = mode
@@ -134,7 +139,7 @@ def run_demo(cfg: DemoConfig, progress: Any = None) -> dict[str, Any]:
         model, dpo = dpo_stage(model, tokenizer, library, cfg, trajectory, mode, progress, step_offset=sft.steps)
         stages.append(dpo)
     summary = summarise(trajectory, cfg, library, stages, library_seconds, time.perf_counter() - started, mode)
-    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_atomic(cfg.out / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
 
 
@@ -161,7 +166,8 @@ def _callbacks(library: Any, cfg: DemoConfig, trajectory: Path, stage: str, offs
     from crystalwatch.callback import CrystalWatchCallback
 
     watch = CrystalWatchCallback(library, tasks=list(cfg.tasks), every_n_steps=cfg.every_n_steps, label=stage,
-                                 run_name="demo", trajectory=str(trajectory), step_offset=offset)  # fmt: skip
+                                 run_name="demo", trajectory=str(trajectory), step_offset=offset,
+                                 model=library.provenance.get("model"))  # fmt: skip
     return [watch] + ([progress.stage(stage, watch)] if progress is not None else [])
 
 

@@ -16,19 +16,43 @@ import numpy as np
 from scipy.special import logsumexp
 
 from crystalwatch import metrics
+from crystalwatch.errors import check_choice, check_int
 from crystalwatch.scoring import (
     DEFAULT_TERMINATORS,
+    TERMINATOR_SETS,
     Request,
     build_requests,
+    check_context,
     prompt_kind_for,
     sample_requests,
     score_requests,
     terminator_ids,
 )
+from crystalwatch.scoring.sampling import EXTRA_TOKENS as SAMPLED_EXTRA
 from crystalwatch.tasks import Task, load_task, load_tasks
 
 Estimator = Literal["exact", "sampled"]
+ESTIMATORS = ("exact", "sampled")
+KINDS = ("chat", "completion")
 SCHEMA = "crystalwatch.measurement/1"
+
+
+def check_settings(
+    *, kind: str | None = None, estimator: str = "exact", terminators: str = DEFAULT_TERMINATORS, samples: int = 1,
+    batch_tokens: int = 1, option: str = "",
+) -> None:  # fmt: skip
+    """Check measuring settings before any model is loaded; errors name the setting (``option="--"``: as a
+    command-line option) and suggest the close value."""
+
+    def name(field: str) -> str:
+        return option + (field.replace("_", "-") if option else field)
+
+    if kind is not None:
+        check_choice(name("kind"), kind, KINDS)
+    check_choice(name("estimator"), estimator, ESTIMATORS)
+    check_choice(name("terminators"), terminators, TERMINATOR_SETS)
+    check_int(name("samples"), samples, 1)
+    check_int(name("batch_tokens"), batch_tokens, 1)
 
 
 @dataclass
@@ -178,6 +202,7 @@ def plan(
     terminators: str = DEFAULT_TERMINATORS,
 ) -> Plan:  # fmt: skip
     """Tokenise every prompt and candidate of ``tasks`` (ids, YAML paths or :class:`Task`; ``None`` = all)."""
+    check_settings(kind=kind, terminators=terminators)
     loaded = load_tasks(None) if tasks is None else [t if isinstance(t, Task) else load_task(t) for t in tasks]
     kind = kind or prompt_kind_for(tokenizer)
     term = terminator_ids(tokenizer, terminators)
@@ -198,12 +223,12 @@ def run(
     scorer: Callable[..., list[np.ndarray]] = score_requests,
 ) -> Measurement:
     """Measure ``model`` on a prepared :class:`Plan`; ``scorer`` replaces the exact scorer (e.g. sharded)."""
-    if estimator not in ("exact", "sampled"):
-        raise ValueError(f"unknown estimator '{estimator}'; use 'exact' or 'sampled'")
+    check_settings(estimator=estimator, samples=samples, batch_tokens=batch_tokens)
+    flat = [r for reqs in prepared.requests.values() for r in reqs]
+    check_context(model, flat, extra=0 if estimator == "exact" else SAMPLED_EXTRA)
     results: dict[str, TaskResult] = {}
     with eval_mode(model):
         if estimator == "exact":
-            flat = [r for reqs in prepared.requests.values() for r in reqs]
             scored = iter(scorer(model, flat, prepared.terminator_ids, batch_tokens=batch_tokens))
             for task in prepared.tasks:
                 variants = [_to_variant(r, next(scored), len(task.outcomes)) for r in prepared.requests[task.id]]
@@ -236,8 +261,7 @@ def measure(
     ``kind`` picks chat or completion prompts (default: chat when the tokenizer has a chat template).
     The model's train/eval mode is restored afterwards, also when an error passes through.
     """
-    if estimator not in ("exact", "sampled"):
-        raise ValueError(f"unknown estimator '{estimator}'; use 'exact' or 'sampled'")
+    check_settings(kind=kind, estimator=estimator, terminators=terminators, samples=samples, batch_tokens=batch_tokens)
     prepared = plan(tokenizer, tasks, kind=kind, terminators=terminators)
     return run(model, tokenizer, prepared, estimator=estimator, samples=samples, seed=seed,
                batch_tokens=batch_tokens, model_name=model_name)  # fmt: skip

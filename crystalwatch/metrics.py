@@ -116,8 +116,37 @@ def temper(p: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(logp - logsumexp(logp))
 
 
+TEMPERATURE_BOUNDS = (0.02, 50.0)  # the fit's range; a fit at an end means "this sharp/flat or more"
+
+
+def temperature_bound(t: float | None, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> int:
+    """+1 when a fitted temperature sits at the upper bound (flatter than the fit can say), -1 at the lower
+    bound (sharper), 0 inside: a value at a bound is a limit, not a measurement."""
+    if t is None or not np.isfinite(t):
+        return 0
+    if t >= bounds[1] * (1 - 1e-3):
+        return 1
+    if t <= bounds[0] * (1 + 1e-3):
+        return -1
+    return 0
+
+
+def temperature_text(m: dict, fmt: str = ".2f") -> str:
+    """A fitted temperature for people: ``≥50`` / ``≤0.02`` at the fit's bounds, ``-`` when missing."""
+    t = m.get("temperature")
+    if t is None or not np.isfinite(t):
+        return "-"
+    side = m.get("temperature_bound")
+    side = temperature_bound(t) if side is None or not np.isfinite(side) else side
+    if side > 0:
+        return f"≥{TEMPERATURE_BOUNDS[1]:g}"
+    if side < 0:
+        return f"≤{TEMPERATURE_BOUNDS[0]:g}"
+    return format(t, fmt)
+
+
 def fit_temperature(
-    target: np.ndarray, seed: np.ndarray, bounds: tuple[float, float] = (0.02, 50.0)
+    target: np.ndarray, seed: np.ndarray, bounds: tuple[float, float] = TEMPERATURE_BOUNDS
 ) -> tuple[float, float]:
     """The T that makes temper(seed, T) closest to ``target`` in JSD, and that distance (1-D bounded fit).
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from crystalwatch import metrics
+from crystalwatch.errors import CrystalwatchError, check_int, check_number
 
 STATES = ("liquid", "nucleating", "nucleated", "settling", "settled", "foreign", "polycrystalline", "no_signal")
 CRYSTAL = ("nucleated", "settling", "settled")  # collapsed onto a seed of the base
@@ -42,10 +43,16 @@ class PhaseConfig:
     hold: int = 2  # consecutive measurements a new state needs before it is entered
 
     def __post_init__(self) -> None:
-        if not 0 <= self.collapse_low <= self.collapse_high <= 1:
-            raise ValueError("PhaseConfig: need 0 <= collapse_low <= collapse_high <= 1")
-        if self.hold < 1:
-            raise ValueError("PhaseConfig: hold must be at least 1")
+        for name in ("min_coverage", "collapse_low", "collapse_high", "support_level", "support_min"):
+            check_number(f"PhaseConfig.{name}", getattr(self, name), 0, 1)
+        for name in ("diversity_floor", "near_distance", "sharp_entropy", "poly_diversity", "velocity_eps"):
+            check_number(f"PhaseConfig.{name}", getattr(self, name), 0, math.inf)
+        if self.pvalue_max is not None:
+            check_number("PhaseConfig.pvalue_max", self.pvalue_max, 0, 1)
+        if not self.collapse_low <= self.collapse_high:
+            raise CrystalwatchError("PhaseConfig: need collapse_low <= collapse_high")
+        check_int("PhaseConfig.hold", self.hold, 1)
+        check_int("PhaseConfig.permutations", self.permutations, 1)
 
 
 def _missing(x: Any) -> bool:

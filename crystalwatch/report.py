@@ -26,6 +26,8 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from matplotlib.transforms import blended_transform_factory
 from PIL import Image
 
+from crystalwatch.files import ensure_folder, write_atomic
+from crystalwatch.metrics import temperature_text
 from crystalwatch.sinks.jsonl import read_trajectory
 
 __all__ = ["STATE_COLOURS", "bars_png", "render_report"]
@@ -60,13 +62,12 @@ def render_report(trajectory: str | Path | list[dict], out_dir: str | Path, *, t
     records = list(trajectory) if isinstance(trajectory, list) else read_trajectory(trajectory)
     if not records:
         raise ValueError("the trajectory has no records: nothing to report (was the run measured at least once?)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out_dir)
     tasks = _group(records)
     run_names = list(dict.fromkeys(r["run"] for r in records))
     images = _render_images(tasks, run_names, out)
     index = out / "index.html"
-    index.write_text(_html(records, tasks, images, run_names, title), encoding="utf-8")
+    write_atomic(index, _html(records, tasks, images, run_names, title))
     return index
 
 
@@ -172,8 +173,13 @@ def _save(fig: Figure, path: Path | IO[bytes]) -> None:
     FigureCanvasAgg(fig)
     fig.savefig(buffer, format="png", dpi=DPI)
     fig.clear()
+    png = io.BytesIO()
     with Image.open(buffer) as img:
-        img.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(path, format="PNG", optimize=True)
+        img.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(png, format="PNG", optimize=True)
+    if isinstance(path, Path):
+        write_atomic(path, png.getvalue())
+    else:
+        path.write(png.getvalue())
 
 
 def _state_legend(fig: Figure, states, **kwargs) -> None:
@@ -365,6 +371,12 @@ def _fmt(value: Any) -> str:
     return "–" if math.isnan(v) else f"{v:.3g}"
 
 
+def _metric_text(metrics: dict[str, Any], name: str) -> str:
+    if name == "temperature" and not math.isnan(_num(metrics.get(name))):
+        return _esc(temperature_text({k: _num(v) for k, v in metrics.items()}, ".3g"))
+    return _fmt(metrics.get(name))
+
+
 def _state_cell(state: str) -> str:
     rgb = _colour(state).lstrip("#")
     dark = sum(int(rgb[i : i + 2], 16) * w for i, w in zip((0, 2, 4), (0.299, 0.587, 0.114))) < 128
@@ -395,7 +407,7 @@ def _summary_rows(tasks: dict[str, Runs], slugs: dict[str, str], several: bool) 
             cells = [f'<td><a href="#task-{_esc(slugs[task])}">{_esc(task)}</a></td>']
             cells += [f"<td>{_esc(run)}</td>"] if several else []
             cells += [_state_cell(last["state"]), f"<td>{_esc(last.get('seed') or '–')}</td>"]
-            cells += [f'<td class="num">{_fmt(metrics.get(m))}</td>' for m in TABLE_METRICS]
+            cells += [f'<td class="num">{_metric_text(metrics, m)}</td>' for m in TABLE_METRICS]
             cells.append(f"<td>{_esc(_top_outcome(last))}</td>")
             cells.append(f"<td>{_esc(', '.join(_transitions(recs)) or '–')}</td>")
             rows.append(f"<tr>{''.join(cells)}</tr>")

@@ -51,18 +51,18 @@ def build_tokenizer(vocab_size: int = 800) -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_model(arch: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
+def build_model(arch: str, vocab_size: int, seed: int = 0, context: int = 1024) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, LlamaConfig
 
     torch.manual_seed(seed)
     if arch == "llama":
         config = LlamaConfig(
             vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
         )  # fmt: skip
     elif arch == "gpt2":
         config = GPT2Config(
-            vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=1024, bos_token_id=0, eos_token_id=2
+            vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=context, bos_token_id=0, eos_token_id=2
         )
     elif arch == "gemma3":
         # A sliding window shorter than the prompts, so the scorer's windowed tree mask is exercised.
@@ -70,7 +70,7 @@ def build_model(arch: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
             vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
             num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=24,
             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-            max_position_embeddings=1024, final_logit_softcapping=30.0,
+            max_position_embeddings=context, final_logit_softcapping=30.0,
         )  # fmt: skip
     else:
         raise ValueError(arch)

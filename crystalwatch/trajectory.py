@@ -9,16 +9,18 @@ their records as it goes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crystalwatch.errors import CrystalwatchError
 from crystalwatch.measure import Measurement, measure
 from crystalwatch.phases import PhaseConfig, PhaseTracker, verdict
 from crystalwatch.seeds import SeedLibrary
-from crystalwatch.sinks.jsonl import TrajectoryWriter
+from crystalwatch.sinks.jsonl import TrajectoryError, TrajectoryWriter, read_trajectory
 from crystalwatch.tasks import Task, load_task
 
 
@@ -80,6 +82,44 @@ def observe(
     return records
 
 
+def check_ladder(models: Sequence[str], labels: Sequence[str] | None, steps: Sequence[int] | None) -> None:
+    """One label and one step per checkpoint (when given), steps increasing."""
+    if not models:
+        raise CrystalwatchError("no checkpoints given: name the models of the ladder in order")
+    for name, given in (("labels", labels), ("steps", steps)):
+        if given is not None and len(given) != len(models):
+            raise CrystalwatchError(f"{len(models)} models but {len(given)} {name}: give one per model, in order")
+    if steps is not None and any(b <= a for a, b in zip(steps, steps[1:])):
+        raise CrystalwatchError(f"steps {list(steps)} must increase from one checkpoint to the next")
+
+
+@dataclass
+class RunSoFar:
+    """What an existing trajectory file already holds for one run (see :func:`resume_run`)."""
+
+    next_index: int = 0  # the index the run's next measurement gets
+    last_step: int | None = None  # the run's last measured step (None: the run is new)
+    library: str | None = None  # the digest of the library its last record was compared with
+    records: int = 0  # records in the file, all runs
+
+
+def resume_run(path: str | Path, run: str, tracker: PhaseTracker) -> RunSoFar:
+    """Replay the records of ``run`` already in the trajectory at ``path`` into ``tracker`` (states,
+    hysteresis, last consensus for velocity), so that a new stage or a new ladder continues the run
+    without duplicate (run, index, task) keys."""
+    path = Path(path)
+    if not path.is_file():
+        return RunSoFar()
+    records = read_trajectory(path, empty_ok=True)
+    mine = [r for r in records if r["run"] == run]
+    for r in mine:
+        tracker.update(r["step"], r["task"], r["metrics"], np.array(r["consensus"], dtype=float), r["seed"])
+    if not mine:
+        return RunSoFar(records=len(records))
+    last = mine[-1]
+    return RunSoFar(last["index"] + 1, last["step"], last.get("library"), len(records))
+
+
 def measure_ladder(
     models: Sequence[str],
     library: SeedLibrary,
@@ -100,20 +140,35 @@ def measure_ladder(
 
     ``kind`` fixes the prompt family for every checkpoint (default: each model's own, i.e. chat when it
     has a chat template), so pass ``kind="chat"`` to compare a base with its post-trained versions on the
-    same prompts.
+    same prompts. If ``out`` already holds records of ``run``, the ladder continues that run: its index,
+    its phase history and, unless ``steps`` are given, its steps.
     """
     from crystalwatch.models import load_model
 
+    check_ladder(models, labels, steps)
     labels = list(labels) if labels is not None else [""] * len(models)
+    steps_given = steps is not None
     steps = list(steps) if steps is not None else list(range(len(models)))
-    if not len(labels) == len(steps) == len(models):
-        raise ValueError(f"{len(models)} models but {len(labels)} labels and {len(steps)} steps")
     loaded = [t if isinstance(t, Task) else load_task(t) for t in (tasks or list(library.tasks))]
     library.check(loaded)
     tracker = PhaseTracker(config)
+    so_far = resume_run(out, run, tracker)
+    if so_far.last_step is not None:
+        if so_far.library and library.digest and so_far.library != library.digest:
+            raise TrajectoryError(
+                f"{out}: run '{run}' was measured against seed library {so_far.library}, not {library.digest}; "
+                "continue it with that library, or give this ladder another run name"
+            )
+        if steps_given and min(steps) <= so_far.last_step:
+            raise TrajectoryError(
+                f"{out}: run '{run}' already ends at step {so_far.last_step}; continue it with steps after "
+                f"{so_far.last_step}, or give this ladder another run name"
+            )
+        if not steps_given:
+            steps = [so_far.last_step + 1 + i for i in range(len(models))]
     writer = TrajectoryWriter(out)
     records: list[dict[str, Any]] = []
-    for index, (ref, label, step) in enumerate(zip(models, labels, steps)):
+    for index, (ref, label, step) in enumerate(zip(models, labels, steps), start=so_far.next_index):
         model, tokenizer = load_model(ref, dtype=dtype, device=device)
         library.check([], tokenizer)  # the tasks were checked once, above
         m = measure(model, tokenizer, loaded, kind=kind, model_name=ref, **measure_kwargs)

@@ -8,24 +8,45 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
+import crystalwatch.callback as callback_module  # noqa: E402
 from crystalwatch import CrystalWatchCallback, load_task  # noqa: E402
 
 
-def main(folder: str, out: str) -> None:
+def main(folder: str, out: str, cadence: str = "fixed") -> None:
     torch.set_num_threads(1)
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     rows = [{"messages": [{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}]}
             for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
-    args = SFTConfig(output_dir=out, max_steps=6, per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
+    args = SFTConfig(output_dir=out, max_steps=6 if cadence == "fixed" else 12, per_device_train_batch_size=2,
+                     learning_rate=1e-3, use_cpu=True,
                      bf16=False, ddp_backend="gloo", report_to="wandb", run_name="ddp", save_strategy="no",
                      activation_checkpointing=False, max_length=96, disable_tqdm=True, logging_steps=1)  # fmt: skip
     # 3 tasks = 20 chat prompts in many small batches: the two ranks get an uneven share.
-    cb = CrystalWatchCallback(tasks=["integer_1_10", "coin_flip", "yes_no"], every_n_steps=2, batch_tokens=512)
+    tasks, extra = ["integer_1_10", "coin_flip", "yes_no"], []
+    if cadence == "fixed":
+        cb = CrystalWatchCallback(tasks=tasks, every_n_steps=2, batch_tokens=512)
+    else:  # adaptive, on clocks that disagree: rank 0's steps take 1 s, rank 1's 0.25 s; a measurement takes 1 s.
+        # Left alone, rank 0 would measure every 4 steps and rank 1 every 14, and the sharded scoring would hang.
+        clock = {"now": 0.0, "step": 1.0 if int(os.environ.get("RANK", "0")) == 0 else 0.25}
+
+        class Steps(TrainerCallback):
+            def on_step_end(self, *args, **kwargs):
+                clock["now"] += clock["step"]
+
+        real_run = callback_module.run
+
+        def run(*args, **kwargs):
+            clock["now"] += 1.0
+            return real_run(*args, **kwargs)
+
+        callback_module.run = run
+        extra.append(Steps())
+        cb = CrystalWatchCallback(tasks=tasks, budget=0.3, batch_tokens=512, clock=lambda: clock["now"])
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows * 4), processing_class=tok,
-                         callbacks=[cb])  # fmt: skip
+                         callbacks=[*extra, cb])  # fmt: skip
     trainer.train()
     print(f"rank {trainer.args.process_index}: errors={cb.errors} measured={cb.index}", flush=True)
     if trainer.args.process_index == 0:
@@ -35,4 +56,4 @@ def main(folder: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

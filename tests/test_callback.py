@@ -345,20 +345,52 @@ def test_wandb_failure_loses_nothing_else(folder, tmp_path, monkeypatch):
     assert any("train/loss" in h for h in run["history"])  # the training's own logging is untouched
 
 
-def test_adaptive_cadence_keeps_measuring_within_the_budget(folder, tmp_path):
+class FakeClock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_adaptive_cadence_holds_its_budget_on_a_fake_clock(folder, tmp_path, monkeypatch):
+    """Every training step takes 1 s and every measurement 0.3 s of a fake clock. With a 10% budget the callback
+    must measure exactly every 3 steps, and the time it spends after the first measurement must stay within
+    10% of the training time."""
+    from transformers import TrainerCallback
     from trl import SFTTrainer
+
+    import crystalwatch.callback as module
 
     cb = CrystalWatchCallback(tasks=TASKS, budget=0.02)
     cb._measure_seconds, cb._train_seconds = 1.0, 49.0
     assert not cb._due(10)  # 1 s of measuring after 49 s of training would be 2.04%
     cb._train_seconds = 50.0
     assert cb._due(11)
+
+    clock = FakeClock()
+
+    class OneSecondSteps(TrainerCallback):
+        def on_step_end(self, *args, **kwargs):
+            clock.now += 1.0
+
+    real_run = module.run
+
+    def run(*args, **kwargs):
+        clock.now += 0.3
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(module, "run", run)
     model, tok = load(folder)
-    cb = CrystalWatchCallback(tasks=TASKS, budget=0.5)
+    cb = CrystalWatchCallback(tasks=TASKS, budget=0.1, clock=clock)
     SFTTrainer(model=model, args=sft_config(tmp_path, max_steps=12), train_dataset=sft_data(), processing_class=tok,
-               callbacks=[cb]).train()  # fmt: skip
+               callbacks=[OneSecondSteps(), cb]).train()  # fmt: skip
     steps = [r["step"] for r in trajectory_of(tmp_path / "out")][:: len(TASKS)]
-    assert steps[0] == 0 and steps[-1] == 12 and steps == sorted(set(steps)) and len(steps) >= 3
+    assert steps == [0, 3, 6, 9, 12]
+    assert cb.seconds == pytest.approx(0.3 * 5)
+    assert cb.seconds - 0.3 <= 0.1 * 12 + 1e-9  # what it spent after the start is within the budget
 
 
 def test_bf16_model_with_gradient_accumulation(folder, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,17 +18,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_measure_in_lockstep_and_log_once(tmp_path, tokenizer):
+def _torchrun(tmp_path, tokenizer, *args: str) -> subprocess.CompletedProcess:
     from tiny import build_model, save
-    from wandb_run import latest_run_dir, read_offline_run
 
     folder = save(build_model("llama", len(tokenizer), seed=0), tokenizer, tmp_path / "tiny")
-    out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_DIR": str(tmp_path / "wandb")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(Path(__file__).parent / "ddp_sft.py"), str(folder), str(out)]  # fmt: skip
+           str(Path(__file__).parent / "ddp_sft.py"), str(folder), str(tmp_path / "out"), *args]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_two_processes_measure_in_lockstep_and_log_once(tmp_path, tokenizer):
+    from wandb_run import latest_run_dir, read_offline_run
+
+    done = _torchrun(tmp_path, tokenizer)
+    out = tmp_path / "out"
     assert "rank 0: errors=0 measured=4" in done.stdout and "rank 1: errors=0 measured=4" in done.stdout
     records = trajectory_of(out)
     assert [(r["step"], r["task"]) for r in records] == [
@@ -36,3 +43,15 @@ def test_two_processes_measure_in_lockstep_and_log_once(tmp_path, tokenizer):
     run = read_offline_run(latest_run_dir(tmp_path / "wandb" / "wandb"))
     rows = [h for h in run["history"] if "crystal/yes_no/entropy" in h]
     assert [h["train/global_step"] for h in rows] == [0, 2, 4, 6]  # logged once per measurement
+
+
+def test_adaptive_cadence_is_decided_once_for_all_ranks(tmp_path, tokenizer):
+    """The ranks' clocks disagree (tests/ddp_sft.py), so each rank's own budget arithmetic says "measure" at other
+    steps. The main process decides and broadcasts: both ranks measure at rank 0's steps, no deadlock."""
+    done = _torchrun(tmp_path, tokenizer, "adaptive")
+    counts = re.findall(r"rank (\d): errors=0 measured=(\d+)", done.stdout)
+    assert sorted(rank for rank, _ in counts) == ["0", "1"], done.stdout[-2000:]
+    assert counts[0][1] == counts[1][1]
+    steps = [r["step"] for r in trajectory_of(tmp_path / "out")][::3]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 12
+    assert steps == [0, 4, 8, 12] and int(counts[0][1]) == 4  # rank 0's clock: every 4 steps

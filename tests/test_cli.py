@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
+from cli_check import refused
 from typer.testing import CliRunner
 
 from crystalwatch.cli import app
@@ -64,7 +65,6 @@ def test_clear_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: bad\nversion: 1\n")
     result = runner.invoke(app, ["tasks", "--tasks", str(bad)])
-    assert result.exit_code == 2
-    assert "bad.yaml" in result.output and "description" in result.output
+    refused(result, "bad.yaml", "description")
     result = runner.invoke(app, ["measure", str(tmp_path / "nowhere.gguf")])
-    assert result.exit_code == 2 and "GGUF file not found" in result.output
+    refused(result, "GGUF file not found")

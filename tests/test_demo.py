@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from cli_check import said
 from typer.testing import CliRunner
 from wandb_run import read_offline_run
 
@@ -18,7 +19,7 @@ def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--tiny", "--out", str(out), "--wandb", "offline"])
     assert result.exit_code == 0, result.output
-    assert "where each task ended" in result.output and "wandb sync" in result.output
+    assert "where each task ended" in said(result) and "wandb sync" in said(result)
 
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tasks"]) == set(DEMO_TASKS) and [s["name"] for s in summary["stages"]] == ["sft", "dpo"]

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_check import refused, said
 from synthetic import base_matrix, measurement, task_result
 from typer.testing import CliRunner
 
@@ -77,14 +78,14 @@ def test_cli_seeds_measure_trajectory_report(folders, tmp_path):
     lib = tmp_path / "lib.json.gz"
     result = runner.invoke(app, ["seeds", "build", folders[0], "--out", str(lib), "--tasks", "integer_1_10,coin_flip"])
     assert result.exit_code == 0, result.output
-    assert "seed library written" in result.output
+    assert "seed library written" in said(result)
     result = runner.invoke(app, ["seeds", "show", str(lib)])
     assert result.exit_code == 0 and "integer_1_10" in result.output and "s0" in result.output
 
     out = tmp_path / "m.json"
     result = runner.invoke(app, ["measure", folders[1], "--seeds", str(lib), "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "One checkpoint has no history" in result.output
+    assert "One checkpoint has no history" in said(result)
     verdicts = json.loads(out.read_text())["seeds"]["tasks"]
     assert set(verdicts) == {"integer_1_10", "coin_flip"}  # the library's tasks by default
     assert verdicts["coin_flip"]["state"] in ("liquid", "nucleating", "nucleated", "foreign", "polycrystalline",
@@ -123,15 +124,15 @@ def test_cli_errors_name_the_file(tmp_path, folders):
     bad = tmp_path / "lib.json"
     bad.write_text('{"schema": "crystalwatch.seeds/1", "provenance": {}, "tasks": {"coin_flip": ')
     result = runner.invoke(app, ["measure", folders[0], "--seeds", str(bad)])
-    assert result.exit_code == 2 and "lib.json" in result.output and "truncated" in result.output
+    refused(result, "lib.json", "truncated")
     result = runner.invoke(app, ["seeds", "show", str(tmp_path / "none.json")])
-    assert result.exit_code == 2 and "cannot read" in result.output
+    refused(result, "cannot read")
     result = runner.invoke(app, ["report", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "none.jsonl" in result.output
+    refused(result, "none.jsonl")
     good = tmp_path / "good.json"
     SeedLibrary({"coin_flip": task_seeds([task_result("coin_flip", np.array([[0.5, 0.5], [0.9, 0.1]]))])}).save(good)
     result = runner.invoke(app, ["measure", folders[0], "--seeds", str(good), "--tasks", "weekday"])
-    assert result.exit_code == 2 and "no seeds for task 'weekday'" in result.output
+    refused(result, "no seeds for task 'weekday'")
     result = runner.invoke(app, ["trajectory", folders[0], "--seeds", str(good), "--out", str(tmp_path / "x.jsonl"),
                                  "--labels", "a,b"])  # fmt: skip
-    assert result.exit_code == 2 and "1 models but 2 labels" in result.output
+    refused(result, "1 models but 2 labels")

@@ -1,6 +1,6 @@
 """Scoring: rendering prompts, exact trie scoring and sampling. Only this package calls the model."""
 
-from crystalwatch.scoring.exact import score_requests, split_model
+from crystalwatch.scoring.exact import PromptTooLongError, check_context, context_length, score_requests, split_model
 from crystalwatch.scoring.prompts import (
     DEFAULT_TERMINATORS,
     TERMINATOR_SETS,
@@ -19,8 +19,11 @@ __all__ = [
     "TERMINATOR_SETS",
     "AmbiguousCandidatesError",
     "Candidate",
+    "PromptTooLongError",
     "Request",
     "build_requests",
+    "check_context",
+    "context_length",
     "parse_answer",
     "prompt_kind_for",
     "render_chat",

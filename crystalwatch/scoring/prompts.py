@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from crystalwatch.errors import CrystalwatchError
 from crystalwatch.tasks import ChatPrompt, Task
 
 PromptKind = Literal["completion", "chat"]
@@ -156,7 +157,7 @@ def _answer_text(context: str, form: str) -> str:
     return form if not context or context[-1].isspace() else " " + form
 
 
-class AmbiguousCandidatesError(ValueError):
+class AmbiguousCandidatesError(CrystalwatchError):
     """Two outcomes' candidates overlap: one is the other followed by a terminator token."""
 
 

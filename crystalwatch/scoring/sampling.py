@@ -32,6 +32,9 @@ def parse_answer(request: Request, text: str, ended: bool, terminators: str) -> 
     return None if best is None else best[1]
 
 
+EXTRA_TOKENS = 3  # generated beyond the longest answer, to see its terminator
+
+
 @torch.no_grad()
 def sample_requests(
     model: Any,
@@ -58,7 +61,7 @@ def sample_requests(
             torch.manual_seed(seed + r)
             longest = max(len(c.ids) for c in request.candidates)
             config = GenerationConfig(
-                do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=longest + 3,
+                do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=longest + EXTRA_TOKENS,
                 eos_token_id=end_ids, pad_token_id=pad,
             )  # fmt: skip
             n_outcomes = 1 + max(c.outcome for c in request.candidates)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from crystalwatch.files import write_atomic
 from crystalwatch.seeds.library import SCHEMA, Seed, SeedLibrary, SeedLibraryError, TaskSeeds, VariantDist, variant_key
 
 
@@ -170,9 +171,8 @@ def save_library(lib: SeedLibrary, path: str | Path) -> Path:
     """Write ``lib`` as JSON (gzip when the name ends in ``.gz``) and set its ``digest``."""
     path = Path(path)
     text = json.dumps(to_json(lib), indent=1, ensure_ascii=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode()
-    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    write_atomic(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
     lib.digest = digest(data)
     return path
 

@@ -22,17 +22,18 @@ from typing import Any
 import numpy as np
 
 from crystalwatch import metrics
+from crystalwatch.errors import CrystalwatchError, CrystalwatchWarning
 from crystalwatch.measure import TaskResult
 from crystalwatch.tasks import Task
 
 SCHEMA = "crystalwatch.seeds/1"
 
 
-class SeedLibraryError(ValueError):
+class SeedLibraryError(CrystalwatchError):
     """A seed library file is unreadable or does not fit what is measured; the message says how to fix it."""
 
 
-class SeedLibraryWarning(UserWarning):
+class SeedLibraryWarning(CrystalwatchWarning):
     """The library fits, but something differs from what is measured (task revised, other tokenizer)."""
 
 
@@ -97,6 +98,7 @@ def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permu
         "seed_margin": float(dist[order[1]] - dist[nearest]) if len(order) > 1 else None,
         "seed_support_mass": metrics.support_mass(consensus, centroids[nearest], support_level),
         "temperature": temperature,
+        "temperature_bound": metrics.temperature_bound(temperature),
         "tempered_distance": tempered,
         "seed_pvalue": seed_pvalue(consensus, centroids, float(dist[nearest]), permutations, seed),
     }

@@ -9,7 +9,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from crystalwatch.metrics import temperature_text
+
+console = Console(soft_wrap=True)  # messages are never hard-wrapped (logs, pipes); tables keep the width
 
 STATE_STYLE = {
     "liquid": "cyan", "nucleating": "yellow", "nucleated": "bold green", "settling": "green", "settled": "green",
@@ -91,7 +93,7 @@ def print_verdicts(verdicts: dict[str, dict[str, Any]], title: str) -> None:
         m = v["metrics"]
         table.add_row(
             tid, state(v["state"]), v["seed"] or "-", _num(m.get("seed_distance")), _num(m.get("seed_margin")),
-            _num(m.get("seed_support_mass"), ".2f"), _num(m.get("temperature"), ".2f"),
+            _num(m.get("seed_support_mass"), ".2f"), temperature_text(m),
             _num(m.get("tempered_distance")), _num(m.get("seed_pvalue"), ".2g"), _num(m.get("collapse"), ".2f"),
             _num(m.get("coverage"), ".3g"),
         )  # fmt: skip

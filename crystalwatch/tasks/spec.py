@@ -15,13 +15,15 @@ from typing import Any
 
 import yaml
 
+from crystalwatch.errors import CrystalwatchError, did_you_mean
+
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 _ID_RE = re.compile(r"^[a-z0-9_]+$")
 MIN_COMPLETION_PROMPTS = 1
 MIN_CHAT_PROMPTS = 1
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(CrystalwatchError):
     """A task file is invalid. The message names the file, the field and how to fix it."""
 
 
@@ -216,14 +218,20 @@ def load_task(name_or_path: str | Path) -> Task:
     if not (text.endswith((".yaml", ".yml")) or path.exists()):
         path = BUILTIN_DIR / f"{text}.yaml"
         if not path.exists():
+            ids = builtin_task_ids()
             raise TaskSpecError(
-                f"unknown task '{text}': not a built-in task id ({', '.join(builtin_task_ids())}) "
+                f"unknown task '{text}'{did_you_mean(text, ids)}: not a built-in task id ({', '.join(ids)}) "
                 "and not a path to a YAML file"
             )
     if not path.is_file():
         raise TaskSpecError(f"{path}: task file not found; pass a built-in task id or an existing YAML path")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise TaskSpecError(f"{path}: not a text file (byte {err.start} is not UTF-8); a task is a YAML file "
+                            "(docs/tasks.md)") from None  # fmt: skip
+    except OSError as err:
+        raise TaskSpecError(f"{path}: cannot read the task file ({err.strerror})") from None
     except yaml.YAMLError as err:
         raise TaskSpecError(f"{path}: not valid YAML: {err}") from None
     task = parse_task(raw, source=str(path))
@@ -232,4 +240,7 @@ def load_task(name_or_path: str | Path) -> Task:
 
 def load_tasks(names: list[str] | tuple[str, ...] | None = None) -> list[Task]:
     """Load tasks by id or path; ``None`` loads every built-in task."""
+    if names is not None and not names:
+        raise TaskSpecError("no tasks given: name at least one task id or YAML path (or none at all for every "
+                            "built-in task)")  # fmt: skip
     return [load_task(n) for n in (builtin_task_ids() if names is None else names)]

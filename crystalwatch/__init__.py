@@ -1,50 +1,61 @@
-"""crystalwatch: watch a language model crystallize while it is post-trained."""
+"""crystalwatch: watch a language model crystallize while it is post-trained.
 
-from crystalwatch.errors import CrystalwatchError
-from crystalwatch.measure import Measurement, TaskResult, VariantResult, measure
-from crystalwatch.metrics import consensus, diversity, entropy, jsd, normalized_entropy, velocity
-from crystalwatch.models import load_model
-from crystalwatch.phases import PhaseConfig, PhaseTracker
-from crystalwatch.seeds import SeedLibrary, SeedLibraryError, build_seed_library
-from crystalwatch.sinks.jsonl import read_trajectory
-from crystalwatch.tasks import Task, TaskSpecError, builtin_task_ids, load_task, load_tasks
+The public names load on first use, so that ``import crystalwatch`` (and the ``crystalwatch`` command's
+``--help``) does not import torch or transformers.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from crystalwatch._version import __version__
+
+_PUBLIC = {  # name -> module
+    "CrystalWatchCallback": "crystalwatch.callback",
+    "CrystalWatchConfig": "crystalwatch.settings",
+    "CrystalwatchError": "crystalwatch.errors",
+    "Measurement": "crystalwatch.measure",
+    "Monitor": "crystalwatch.monitor",
+    "PhaseConfig": "crystalwatch.phases",
+    "PhaseTracker": "crystalwatch.phases",
+    "Record": "crystalwatch.records",
+    "STATE_TABLE": "crystalwatch.phases",
+    "SeedLibrary": "crystalwatch.seeds",
+    "SeedLibraryError": "crystalwatch.seeds",
+    "Task": "crystalwatch.tasks",
+    "TaskResult": "crystalwatch.measure",
+    "TaskSpecError": "crystalwatch.tasks",
+    "VariantResult": "crystalwatch.measure",
+    "build_seed_library": "crystalwatch.seeds",
+    "builtin_task_ids": "crystalwatch.tasks",
+    "consensus": "crystalwatch.metrics",
+    "diversity": "crystalwatch.metrics",
+    "entropy": "crystalwatch.metrics",
+    "jsd": "crystalwatch.metrics",
+    "load_model": "crystalwatch.models",
+    "load_or_build": "crystalwatch.seeds",
+    "load_task": "crystalwatch.tasks",
+    "load_tasks": "crystalwatch.tasks",
+    "measure": "crystalwatch.measure",  # the module is callable: it is the function too (measure.py)
+    "measure_ladder": "crystalwatch.ladder",
+    "normalized_entropy": "crystalwatch.metrics",
+    "read_trajectory": "crystalwatch.records",
+    "render_report": "crystalwatch.report",
+    "velocity": "crystalwatch.metrics",
+}
 
 
-def __getattr__(name: str):  # the callback imports transformers: load it only when asked for
-    if name in ("CrystalWatchCallback", "CrystalWatchConfig"):
-        from crystalwatch import callback
-
-        return getattr(callback, name)
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'crystalwatch' has no attribute {name!r}")
 
 
-__all__ = [
-    "CrystalWatchCallback",
-    "CrystalWatchConfig",
-    "CrystalwatchError",
-    "Measurement",
-    "PhaseConfig",
-    "PhaseTracker",
-    "SeedLibrary",
-    "SeedLibraryError",
-    "Task",
-    "TaskResult",
-    "TaskSpecError",
-    "VariantResult",
-    "__version__",
-    "build_seed_library",
-    "builtin_task_ids",
-    "consensus",
-    "diversity",
-    "entropy",
-    "jsd",
-    "load_model",
-    "load_task",
-    "load_tasks",
-    "measure",
-    "normalized_entropy",
-    "read_trajectory",
-    "velocity",
-]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
+
+__all__ = ["__version__", *_PUBLIC]

@@ -94,18 +94,13 @@ def base_model(cfg: DemoConfig) -> tuple[Any, Any, str]:
 def seed_library(model: Any, tokenizer: Any, name: str, cfg: DemoConfig) -> Any:
     """The base's library, built once and cached (gemma: under the crystalwatch cache; tiny: in ``out``)."""
     from crystalwatch.models import cache_dir, fingerprint
-    from crystalwatch.seeds import SeedLibrary, build_seed_library
+    from crystalwatch.seeds import load_or_build
 
     key = hashlib.sha256(json.dumps([name, sorted(cfg.tasks)]).encode()).hexdigest()[:12]
     folder = cfg.out if cfg.tiny else cache_dir() / "seeds"
     path = folder / f"{'tiny' if cfg.tiny else 'gemma-3-270m'}-{key}.seeds.json.gz"
-    if path.is_file():
-        return SeedLibrary.load(path)
     prov = {"revision": None, "model_hash": None} if cfg.tiny else fingerprint(name, model)
-    library = build_seed_library(model, tokenizer, list(cfg.tasks), model_name=name, provenance=prov)
-    library.save(path)
-    library.provenance["path"] = str(path)
-    return library
+    return load_or_build(path, model, tokenizer, list(cfg.tasks), model_name=name, provenance=prov)
 
 
 @dataclass
@@ -127,7 +122,8 @@ def run_demo(cfg: DemoConfig, progress: Any = None) -> dict[str, Any]:
         os.environ["WANDB_MODE"] = mode
         os.environ.setdefault("WANDB_DIR", str(cfg.out.resolve()))
     trajectory = cfg.out / "trajectory.jsonl"
-    trajectory.unlink(missing_ok=True)
+    if trajectory.exists():  # a new demo is a new run; the last one's trajectory is kept beside it
+        trajectory.replace(cfg.out / "trajectory.previous.jsonl")
     model, tokenizer, name = base_model(cfg)
     t0 = time.perf_counter()
     library = seed_library(model, tokenizer, name, cfg)
@@ -176,14 +172,16 @@ def _stage(name: str, trainer_cls: type, args: Any, data_file: Path, model: Any,
     """Train one stage with a fresh LoRA and the callback attached; return the merged model and its timings."""
     from datasets import load_dataset
 
+    from crystalwatch.sinks.base import grouped
     from crystalwatch.sinks.wandb import finish_run
 
     start = time.perf_counter()
     data = load_dataset("json", data_files=str(data_file), split="train")
-    trainer = trainer_cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                          peft_config=_lora(cfg),
-                          callbacks=_callbacks(library, cfg, trajectory, name, offset, progress))  # fmt: skip
-    trainer.train()
+    with grouped(f"crystalwatch-demo-{cfg.out.resolve().name}", name):  # the stages: one experiment in W&B
+        trainer = trainer_cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                              peft_config=_lora(cfg),
+                              callbacks=_callbacks(library, cfg, trajectory, name, offset, progress))  # fmt: skip
+        trainer.train()
     run_dir = finish_run() if "wandb" in (args.report_to or []) else None  # only the run this stage started
     seconds = time.perf_counter() - start
     return trainer.model.merge_and_unload(), StageResult(name, trainer.state.global_step, seconds, run_dir)
@@ -215,22 +213,22 @@ def dpo_stage(model: Any, tokenizer: Any, library: Any, cfg: DemoConfig, traject
 def summarise(trajectory: Path, cfg: DemoConfig, library: Any, stages: list[StageResult], library_seconds: float,
               seconds: float, mode: str | None) -> dict[str, Any]:  # fmt: skip
     """Render the report and collect, per task, the final state, its seed, the distance and the transitions."""
+    from crystalwatch.records import read_trajectory
     from crystalwatch.report import render_report
-    from crystalwatch.sinks.jsonl import read_trajectory
 
     records = read_trajectory(trajectory)
     index = render_report(records, cfg.out / "report", title="crystalwatch demo: " + " -> ".join(
         ["base"] + [s.name for s in stages]))  # fmt: skip
     tasks = {}
     for task in cfg.tasks:
-        mine = [r for r in records if r["task"] == task]
+        mine = [r for r in records if r.task == task]
         last = mine[-1]
         tasks[task] = {
-            "state": last["state"], "seed": last["seed"], "seed_distance": last["metrics"]["seed_distance"],
-            "entropy": [mine[0]["metrics"]["entropy"], last["metrics"]["entropy"]],
-            "top": last["outcomes"][max(range(len(last["consensus"])), key=last["consensus"].__getitem__)],
+            "state": last.state, "seed": last.seed, "seed_distance": last.metrics["seed_distance"],
+            "entropy": [mine[0].metrics["entropy"], last.metrics["entropy"]],
+            "top": last.top[0] if last.top else None,
             "transitions": [{"step": e["step"], "from": e["from"], "to": e["to"], "seed": e["seed"],
-                             "stage": r["label"]} for r in mine for e in r["events"]],
+                             "stage": r.label} for r in mine for e in r.events],
         }  # fmt: skip
     return {
         "config": config_dict(cfg), "seconds": seconds, "library_seconds": library_seconds,
@@ -263,7 +261,7 @@ class Progress:
     def stage(self, name: str, watch: Any) -> Any:
         from transformers import TrainerCallback
 
-        from crystalwatch.sinks.console import state as styled
+        from crystalwatch.sinks.console import styled
 
         bars = self.bars
 

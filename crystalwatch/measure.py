@@ -8,12 +8,13 @@ serialises to the audit JSON documented in docs/measure-json.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import sys
+import types
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 
 from crystalwatch import metrics
 from crystalwatch.errors import check_choice, check_int
@@ -24,15 +25,12 @@ from crystalwatch.scoring import (
     build_requests,
     check_context,
     prompt_kind_for,
-    sample_requests,
-    score_requests,
     terminator_ids,
 )
-from crystalwatch.scoring.sampling import EXTRA_TOKENS as SAMPLED_EXTRA
+from crystalwatch.scoring.backend import Options, Scored, backend_names, get_backend
 from crystalwatch.tasks import Task, load_task, load_tasks
 
-Estimator = Literal["exact", "sampled"]
-ESTIMATORS = ("exact", "sampled")
+Estimator = str  # a backend name: "exact", "sampled", or one registered with scoring.backend.register
 KINDS = ("chat", "completion")
 SCHEMA = "crystalwatch.measurement/1"
 
@@ -49,7 +47,7 @@ def check_settings(
 
     if kind is not None:
         check_choice(name("kind"), kind, KINDS)
-    check_choice(name("estimator"), estimator, ESTIMATORS)
+    check_choice(name("estimator"), estimator, backend_names())
     check_choice(name("terminators"), terminators, TERMINATOR_SETS)
     check_int(name("samples"), samples, 1)
     check_int(name("batch_tokens"), batch_tokens, 1)
@@ -159,29 +157,6 @@ def eval_mode(model: Any) -> Iterator[None]:
         model.train(was_training)
 
 
-def _to_variant(request: Request, logp: np.ndarray, n_outcomes: int) -> VariantResult:
-    """Sum candidate probabilities per outcome (in log space), renormalise, keep the coverage."""
-    per_outcome = np.full(n_outcomes, -np.inf)
-    for cand, lp in zip(request.candidates, logp):
-        per_outcome[cand.outcome] = np.logaddexp(per_outcome[cand.outcome], lp)
-    total = logsumexp(per_outcome)
-    return VariantResult(request, np.exp(per_outcome - total), float(np.exp(total)))
-
-
-def _sampled(
-    model: Any, tokenizer: Any, requests: list[Request], n_outcomes: int, terminators: str, samples: int, seed: int
-) -> list[VariantResult]:
-    results = []
-    for request, (counts, invalid) in zip(
-        requests, sample_requests(model, tokenizer, requests, terminators, samples=samples, seed=seed)
-    ):
-        counts = np.pad(counts, (0, n_outcomes - len(counts)))
-        valid = counts.sum()
-        probs = counts / valid if valid else np.full(n_outcomes, 1.0 / n_outcomes)
-        results.append(VariantResult(request, probs, float(valid / samples), counts, invalid))
-    return results
-
-
 @dataclass
 class Plan:
     """What to measure, prepared once: tasks, prompt kind, terminator ids and tokenised requests.
@@ -215,32 +190,49 @@ def run(
     tokenizer: Any,
     prepared: Plan,
     *,
-    estimator: Estimator = "exact",
+    estimator: str = "exact",
     samples: int = 2000,
     seed: int = 0,
     batch_tokens: int = 4096,
     model_name: str = "",
-    scorer: Callable[..., list[np.ndarray]] = score_requests,
 ) -> Measurement:
-    """Measure ``model`` on a prepared :class:`Plan`; ``scorer`` replaces the exact scorer (e.g. sharded)."""
+    """Measure ``model`` on a prepared :class:`Plan` with the ``estimator`` backend (``scoring.backend``)."""
     check_settings(estimator=estimator, samples=samples, batch_tokens=batch_tokens)
+    backend = get_backend(estimator)
     flat = [r for reqs in prepared.requests.values() for r in reqs]
-    check_context(model, flat, extra=0 if estimator == "exact" else SAMPLED_EXTRA)
-    results: dict[str, TaskResult] = {}
+    check_context(model, flat, extra=backend.extra_tokens)
+    sizes = {task.id: len(task.outcomes) for task in prepared.tasks}
     with eval_mode(model):
-        if estimator == "exact":
-            scored = iter(scorer(model, flat, prepared.terminator_ids, batch_tokens=batch_tokens))
-            for task in prepared.tasks:
-                variants = [_to_variant(r, next(scored), len(task.outcomes)) for r in prepared.requests[task.id]]
-                results[task.id] = TaskResult(task, prepared.kind, variants)
-        else:
-            for task in prepared.tasks:
-                variants = _sampled(model, tokenizer, prepared.requests[task.id], len(task.outcomes),
-                                    prepared.terminators, samples, seed)  # fmt: skip
-                results[task.id] = TaskResult(task, prepared.kind, variants)
+        scored = iter(backend.score(model, tokenizer, flat, [sizes[r.task_id] for r in flat],
+                                    terminators=prepared.terminators, terminator_ids=prepared.terminator_ids,
+                                    options=Options(samples, seed, batch_tokens)))  # fmt: skip
+        results = {}
+        for task in prepared.tasks:
+            variants = [VariantResult(r, *_fields(next(scored))) for r in prepared.requests[task.id]]
+            results[task.id] = TaskResult(task, prepared.kind, variants)
     for r in results.values():
         r.metrics = metrics.task_metrics(r.matrix, r.coverage)
     return Measurement(estimator, prepared.terminators, [int(t) for t in prepared.terminator_ids], results, model_name)
+
+
+_TOKENIZER_ATTRS = ("padding_side", "truncation_side", "chat_template", "pad_token", "model_max_length")
+
+
+@contextlib.contextmanager
+def restored(model: Any, tokenizer: Any) -> Iterator[None]:
+    """Whatever happens inside, give back the model's train mode (``eval_mode``) and the tokenizer's settings."""
+    saved = {a: getattr(tokenizer, a) for a in _TOKENIZER_ATTRS if hasattr(tokenizer, a)}
+    try:
+        with eval_mode(model):
+            yield
+    finally:
+        for attr, value in saved.items():
+            if getattr(tokenizer, attr, None) != value:
+                setattr(tokenizer, attr, value)
+
+
+def _fields(s: Scored) -> tuple:
+    return s.probs, s.coverage, s.counts, s.invalid
 
 
 def measure(
@@ -265,3 +257,14 @@ def measure(
     prepared = plan(tokenizer, tasks, kind=kind, terminators=terminators)
     return run(model, tokenizer, prepared, estimator=estimator, samples=samples, seed=seed,
                batch_tokens=batch_tokens, model_name=model_name)  # fmt: skip
+
+
+class _CallableModule(types.ModuleType):
+    """``crystalwatch.measure`` is both this module and the function: ``from crystalwatch import measure`` gives
+    the module once it is imported (Python binds submodules onto the package), so calling it measures."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Measurement:
+        return measure(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -19,9 +19,53 @@ import numpy as np
 from crystalwatch import metrics
 from crystalwatch.errors import CrystalwatchError, check_int, check_number
 
-STATES = ("liquid", "nucleating", "nucleated", "settling", "settled", "foreign", "polycrystalline", "no_signal")
+
+@dataclass(frozen=True)
+class State:
+    """One phase state: its name, a numeric code that never changes once given (logged as
+    ``crystal/<task>/state``), its colour in reports, its console style and what it means."""
+
+    name: str
+    code: int
+    colour: str
+    style: str
+    meaning: str
+
+
+# The one table of states. Sinks, the console, the report and docs read it. A new state gets a new line with
+# the next unused code; never renumber a state, or every logged curve changes meaning.
+STATE_TABLE: tuple[State, ...] = (
+    State("liquid", 0, "#9ecae1", "cyan", "prompts still elicit many different distributions (collapse low)"),
+    State("nucleating", 1, "#fee391", "yellow", "collapse rising: the prompts start to agree"),
+    State("nucleated", 2, "#fdae6b", "bold green", "collapsed onto one seed of the base (small seed distance)"),
+    State("settling", 3, "#f16913", "green", "nucleated and still moving (velocity above epsilon)"),
+    State("settled", 4, "#a63603", "green", "nucleated and at rest (velocity below epsilon)"),
+    State("foreign", 5, "#9e9ac8", "bold red", "collapsed, but far from every seed (or no closer than chance)"),
+    State("polycrystalline", 6, "#74c476", "magenta", "each prompt sharp, but the prompts disagree"),
+    State("no_signal", 7, "#bdbdbd", "dim", "too little mass on valid answers to judge (coverage low)"),
+)  # fmt: skip
+UNKNOWN_CODE = -1  # a state this version does not know (read from a newer file)
+UNKNOWN_COLOUR = "#636363"
+
+STATES = tuple(s.name for s in STATE_TABLE)
 CRYSTAL = ("nucleated", "settling", "settled")  # collapsed onto a seed of the base
 COLLAPSED = (*CRYSTAL, "foreign")  # leaving these for liquid is a remelt
+
+
+def state_names() -> tuple[str, ...]:
+    """Every state of the table, in table order (read at call time: a state added to the table shows up)."""
+    return tuple(s.name for s in STATE_TABLE)
+
+
+def state_info(name: Any) -> State | None:
+    """The table entry of a state, or None for a name the table does not have."""
+    return next((s for s in STATE_TABLE if s.name == name), None)
+
+
+def state_code(name: Any) -> int:
+    """The stable numeric code of a state (:data:`UNKNOWN_CODE` for an unknown one)."""
+    info = state_info(name)
+    return UNKNOWN_CODE if info is None else info.code
 
 
 @dataclass

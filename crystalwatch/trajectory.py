@@ -1,27 +1,24 @@
 """From measurements to trajectory records: seed metrics, phase tracking, one record per (measurement, task).
 
-``observe`` is the one step the CLI and the training callback share: it compares a
+``observe`` is the one step every measurement goes through (the Monitor calls it): it compares a
 :class:`~crystalwatch.measure.Measurement` with the seed library, feeds the tracker and returns the
-records of docs/trajectory.md. ``measure_ladder`` measures a list of checkpoints in order and writes
-their records as it goes.
+records of docs/trajectory.md. ``resume_run`` replays a run's records into a tracker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from crystalwatch.errors import CrystalwatchError
-from crystalwatch.measure import Measurement, measure
+from crystalwatch.measure import Measurement
 from crystalwatch.phases import PhaseConfig, PhaseTracker, verdict
+from crystalwatch.records import Record, read_trajectory
 from crystalwatch.seeds import SeedLibrary
-from crystalwatch.sinks.jsonl import TrajectoryError, TrajectoryWriter, read_trajectory
-from crystalwatch.tasks import Task, load_task
 
 
 def _rounded(p: np.ndarray) -> list[float]:
@@ -59,7 +56,7 @@ def observe(
     run: str = "",
     label: str = "",
     model: str = "",
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Feed one measurement to the tracker; return its trajectory records (one per task)."""
     time = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     records = []
@@ -67,18 +64,18 @@ def observe(
         r = measurement.tasks[tid]
         consensus = r.consensus
         update = tracker.update(step, tid, m, consensus, seed.id)
-        records.append({
-            "run": run, "index": index, "step": step, "label": label, "model": model or measurement.model,
-            "time": time, "task": tid, "kind": r.kind, "estimator": measurement.estimator,
-            "terminators": measurement.terminators, "library": library.digest or None,
-            "outcomes": r.task.outcome_names, "consensus": _rounded(consensus),
-            "seed": seed.id, "seed_centroid": _rounded(seed.centroid),
-            "metrics": {**m, "velocity": update.velocity},
-            "candidate": update.candidate, "state": update.state,
-            "events": [e.to_json() for e in update.events],
-            "variants": {v.request.variant: {"probs": _rounded(v.probs), "coverage": float(f"{v.coverage:.6g}")}
-                         for v in r.variants},
-        })  # fmt: skip
+        records.append(Record(
+            run=run, index=index, step=step, label=label, model=model or measurement.model,
+            time=time, task=tid, kind=r.kind, estimator=measurement.estimator,
+            terminators=measurement.terminators, library=library.digest or None,
+            outcomes=r.task.outcome_names, consensus=_rounded(consensus),
+            seed=seed.id, seed_centroid=_rounded(seed.centroid),
+            metrics={**m, "velocity": update.velocity},
+            candidate=update.candidate, state=update.state,
+            events=[e.to_json() for e in update.events],
+            variants={v.request.variant: {"probs": _rounded(v.probs), "coverage": float(f"{v.coverage:.6g}")}
+                      for v in r.variants},
+        ))  # fmt: skip
     return records
 
 
@@ -118,64 +115,3 @@ def resume_run(path: str | Path, run: str, tracker: PhaseTracker) -> RunSoFar:
         return RunSoFar(records=len(records))
     last = mine[-1]
     return RunSoFar(last["index"] + 1, last["step"], last.get("library"), len(records))
-
-
-def measure_ladder(
-    models: Sequence[str],
-    library: SeedLibrary,
-    out: str | Path,
-    *,
-    labels: Sequence[str] | None = None,
-    steps: Sequence[int] | None = None,
-    tasks: Sequence[Any] | None = None,
-    kind: str | None = None,
-    run: str = "",
-    config: PhaseConfig | None = None,
-    dtype: str = "float32",
-    device: str = "cpu",
-    on_measured: Callable[[str, list[dict[str, Any]]], None] | None = None,
-    **measure_kwargs: Any,
-) -> list[dict[str, Any]]:
-    """Measure checkpoints in order, track their phases, append each one's records to ``out`` as it finishes.
-
-    ``kind`` fixes the prompt family for every checkpoint (default: each model's own, i.e. chat when it
-    has a chat template), so pass ``kind="chat"`` to compare a base with its post-trained versions on the
-    same prompts. If ``out`` already holds records of ``run``, the ladder continues that run: its index,
-    its phase history and, unless ``steps`` are given, its steps.
-    """
-    from crystalwatch.models import load_model
-
-    check_ladder(models, labels, steps)
-    labels = list(labels) if labels is not None else [""] * len(models)
-    steps_given = steps is not None
-    steps = list(steps) if steps is not None else list(range(len(models)))
-    loaded = [t if isinstance(t, Task) else load_task(t) for t in (tasks or list(library.tasks))]
-    library.check(loaded)
-    tracker = PhaseTracker(config)
-    so_far = resume_run(out, run, tracker)
-    if so_far.last_step is not None:
-        if so_far.library and library.digest and so_far.library != library.digest:
-            raise TrajectoryError(
-                f"{out}: run '{run}' was measured against seed library {so_far.library}, not {library.digest}; "
-                "continue it with that library, or give this ladder another run name"
-            )
-        if steps_given and min(steps) <= so_far.last_step:
-            raise TrajectoryError(
-                f"{out}: run '{run}' already ends at step {so_far.last_step}; continue it with steps after "
-                f"{so_far.last_step}, or give this ladder another run name"
-            )
-        if not steps_given:
-            steps = [so_far.last_step + 1 + i for i in range(len(models))]
-    writer = TrajectoryWriter(out)
-    records: list[dict[str, Any]] = []
-    for index, (ref, label, step) in enumerate(zip(models, labels, steps), start=so_far.next_index):
-        model, tokenizer = load_model(ref, dtype=dtype, device=device)
-        library.check([], tokenizer)  # the tasks were checked once, above
-        m = measure(model, tokenizer, loaded, kind=kind, model_name=ref, **measure_kwargs)
-        new = observe(m, library, tracker, step=step, index=index, run=run, label=label, model=ref)
-        writer.write(new)
-        records.extend(new)
-        if on_measured is not None:
-            on_measured(ref, new)
-        del model
-    return records

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from crystalwatch.sinks.jsonl import read_trajectory
-from crystalwatch.sinks.wandb import finish_run
+from crystalwatch.records import read_trajectory
+from crystalwatch.sinks.base import grouped
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 RECIPES = ("sft", "dpo", "grpo")
@@ -54,13 +55,13 @@ def stage_args(recipe: str, config: str, overrides: dict[str, Any]) -> tuple:
 def seed_library(base: str, out: Path, tasks: list[str] | None, given: str | None) -> str:
     if given:
         return given
-    from crystalwatch import build_seed_library, load_model
+    from crystalwatch import load_model, load_or_build
     from recipes.common import TINY, tiny_model_folder
 
-    ref = tiny_model_folder() if base == TINY else base
-    model, tokenizer = load_model(ref)
     path = out / "base.seeds.json.gz"
-    build_seed_library(model, tokenizer, tasks, model_name=base).save(path)
+    if not path.is_file():  # built once per output folder, then reused by later chains there
+        model, tokenizer = load_model(tiny_model_folder() if base == TINY else base)
+        load_or_build(path, model, tokenizer, tasks, model_name=base)
     return str(path)
 
 
@@ -69,7 +70,8 @@ def run_chain(path: str | Path) -> dict[str, Any]:
     out = Path(chain["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     trajectory = out / "trajectory.jsonl"
-    trajectory.unlink(missing_ok=True)
+    if trajectory.exists():  # a new chain is a new run; the last one's trajectory is kept beside it
+        trajectory.replace(out / "trajectory.previous.jsonl")
     first = stage_args(chain["stages"][0]["recipe"], chain["stages"][0]["config"], {})
     seeds = seed_library(chain["base"], out, first[3].crystalwatch_tasks, chain.get("seeds"))
     model, offset, outputs, runs = chain["base"], 0, [], []
@@ -79,14 +81,24 @@ def run_chain(path: str | Path) -> dict[str, Any]:
                      "crystalwatch_seeds": seeds, "crystalwatch_trajectory": str(trajectory),
                      "crystalwatch_run": chain.get("run", out.name), "crystalwatch_step_offset": offset}  # fmt: skip
         args = stage_args(stage["recipe"], stage["config"], overrides)
-        model = recipe.main(*args)
+        with grouped(chain.get("run", out.name), stage["recipe"]):  # the stages: one experiment in W&B
+            model = recipe.main(*args)
         outputs.append(model)
-        runs.append(finish_run())
+        runs.append(_finish_wandb())
         offset = read_trajectory(trajectory)[-1]["step"]  # the next stage's steps continue from here
     from crystalwatch.report import render_report
 
     return {"trajectory": str(trajectory), "report": str(render_report(trajectory, out / "report")),
             "outputs": outputs, "seeds": seeds, "wandb_runs": runs}  # fmt: skip
+
+
+def _finish_wandb() -> str | None:
+    """Finish the stage's W&B run (the Trainer leaves it open) and return its folder; None without W&B."""
+    if "wandb" not in sys.modules:
+        return None
+    from crystalwatch.sinks.wandb import finish_run
+
+    return finish_run()
 
 
 def main() -> None:

@@ -10,6 +10,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
+os.environ["TRACKIO_DIR"] = os.path.join(_TMP, "trackio")  # trackio's local store
+os.environ["MLFLOW_TRACKING_URI"] = "file://" + os.path.join(_TMP, "mlruns")  # MLflow's local file store
+os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
 os.environ["COLUMNS"] = "120"  # rich reads the width from here: tests must not depend on the terminal
 for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
     os.environ[var] = os.path.join(_TMP, var.lower())

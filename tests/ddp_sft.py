@@ -11,7 +11,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-import crystalwatch.callback as callback_module  # noqa: E402
+import crystalwatch.monitor as monitor_module  # noqa: E402
 from crystalwatch import CrystalWatchCallback, load_task  # noqa: E402
 
 
@@ -36,13 +36,13 @@ def main(folder: str, out: str, cadence: str = "fixed") -> None:
             def on_step_end(self, *args, **kwargs):
                 clock["now"] += clock["step"]
 
-        real_run = callback_module.run
+        real_run = monitor_module.run
 
         def run(*args, **kwargs):
             clock["now"] += 1.0
             return real_run(*args, **kwargs)
 
-        callback_module.run = run
+        monitor_module.run = run
         extra.append(Steps())
         cb = CrystalWatchCallback(tasks=tasks, budget=0.3, batch_tokens=512, clock=lambda: clock["now"])
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows * 4), processing_class=tok,

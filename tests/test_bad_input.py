@@ -23,8 +23,8 @@ from crystalwatch.callback import CrystalWatchCallback
 from crystalwatch.cli import app
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.files import RepairWarning, append_lines, write_atomic
+from crystalwatch.records import TrajectoryError, read_trajectory
 from crystalwatch.seeds import task_seeds
-from crystalwatch.sinks.jsonl import TrajectoryError, read_trajectory
 
 runner = CliRunner()
 
@@ -291,7 +291,7 @@ def test_callback_settings_fail_at_construction(settings, phrase):
 def test_callback_checks_its_tasks_against_the_library_at_construction(library):
     with pytest.raises(CrystalwatchError, match="no seeds for task 'weekday'"):
         CrystalWatchCallback(library, tasks=["weekday"])
-    assert [t.id for t in CrystalWatchCallback(library)._tasks] == ["coin_flip"]
+    assert [t.id for t in CrystalWatchCallback(library).monitor.tasks] == ["coin_flip"]
 
 
 # -- what is reported -----------------------------------------------------------------------------------------------

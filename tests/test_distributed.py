@@ -13,8 +13,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from crystalwatch.distributed import context, score_all
 from crystalwatch.scoring import build_requests, exact, score_requests, split_model, terminator_ids
+from crystalwatch.scoring.exact import score_all
+from crystalwatch.scoring.sharded import context
 from crystalwatch.tasks import load_task
 
 WORLD = 2

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from crystalwatch.records import Record, TrajectoryError
 from crystalwatch.report import render_report
-from crystalwatch.sinks.jsonl import TrajectoryError, TrajectoryWriter
+from crystalwatch.sinks.jsonl import TrajectoryWriter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ODD = "<b>&\"odd\"</b> $5"  # HTML special characters (and a mathtext dollar) in data
@@ -27,14 +29,14 @@ def _record(run, index, task, outcomes, state, *, step=None, label="", seed=True
     base = {"entropy": 1.0 - 0.1 * index, "diversity": 0.5, "coverage": 0.4, "collapse": 0.1 * index,
             "seed_distance": 0.2, "seed_margin": 0.1, "seed_support_mass": 0.9, "temperature": 1.0 / (index + 1),
             "tempered_distance": 0.05, "seed_pvalue": 0.5, "velocity": None if index == 0 else 0.01}  # fmt: skip
-    return {
+    return Record(**{
         "run": run, "index": index, "step": index * 10 if step is None else step, "label": label,
         "model": "tiny/model", "time": f"2026-11-21T10:{index:02d}:00Z", "task": task, "kind": "chat",
         "estimator": "exact", "terminators": "boundary", "library": "abc" if seed else None,
         "outcomes": outcomes, "consensus": _dist(k, 0, 0.2 + 0.1 * index),
         "seed": "s1" if seed else None, "seed_centroid": _dist(k, 0, 0.6) if seed else None,
         "metrics": {**base, **(metrics or {})}, "candidate": state, "state": state, "events": list(events),
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def _event(step, task, old, new, seed="s1"):
@@ -128,7 +130,7 @@ def test_ladder_with_52_outcomes(tmp_path):
 
 
 def test_several_runs_from_records(tmp_path):
-    records = _two_tasks() + [{**r, "run": "run-b", "step": r["step"] + 5} for r in _two_tasks()[:6]]
+    records = _two_tasks() + [replace(r, run="run-b", step=r.step + 5) for r in _two_tasks()[:6]]
     index = render_report(records, tmp_path)
     names = _check_pngs(index)
     assert len([n for n in names if n.startswith("bars-")]) == 4  # one per (task, run)

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from crystalwatch.cli import app
 from crystalwatch.phases import PhaseTracker
+from crystalwatch.records import SCHEMA, Record, TrajectoryError, read_trajectory
 from crystalwatch.seeds import SeedLibrary, task_seeds
-from crystalwatch.sinks.jsonl import SCHEMA, TrajectoryError, TrajectoryWriter, read_trajectory
+from crystalwatch.sinks.jsonl import TrajectoryWriter
 from crystalwatch.trajectory import observe
 
 runner = CliRunner()
@@ -55,7 +56,7 @@ def test_reader_skips_a_truncated_last_line_and_rejects_bad_ones(tmp_path):
     path = tmp_path / "t.jsonl"
     good = {"run": "r", "index": 0, "step": 0, "task": "t", "outcomes": ["a", "b"], "consensus": [0.5, 0.5],
             "metrics": {"entropy": float("nan")}, "state": "liquid", "events": []}  # fmt: skip
-    TrajectoryWriter(path).write([good, {**good, "index": 1}])
+    TrajectoryWriter(path).write([Record(**good), Record(**{**good, "index": 1})])
     assert json.loads(path.read_text().splitlines()[0])["metrics"]["entropy"] is None  # strict JSON, no NaN
     valid = path.read_text()
     path.write_text(valid + '{"schema": "crystalwatch.traj')

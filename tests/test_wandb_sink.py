@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import wandb
 from wandb_run import latest_run_dir, read_offline_run
 
-from crystalwatch.phases import STATES
-from crystalwatch.sinks.wandb import MAX_ALERTS, TABLE_COLUMNS, TABLE_KEY, WandbSink, state_code
+from crystalwatch.phases import STATES, state_code
+from crystalwatch.records import Record
+from crystalwatch.sinks.base import RunInfo
+from crystalwatch.sinks.scalars import TABLE_COLUMNS
+from crystalwatch.sinks.wandb import MAX_ALERTS, TABLE_KEY, WandbSink
 
 SETTINGS = {"console": "off", "x_disable_stats": True, "x_disable_machine_info": True, "x_save_requirements": False}
 OUTCOMES = ["1", "2", "3"]
@@ -21,15 +24,15 @@ BASE_METRICS = {
 }  # fmt: skip
 
 
-def record(task: str, step: int, state: str, *, events=(), seed="s0", consensus=(0.5, 0.3, 0.2), **metrics) -> dict:
+def record(task: str, step: int, state: str, *, events=(), seed="s0", consensus=(0.5, 0.3, 0.2), **metrics) -> Record:
     """A trajectory record (docs/trajectory.md); keyword arguments override metrics (None = null)."""
-    return {
+    return Record.from_json({
         "schema": "crystalwatch.trajectory/1", "run": "t", "index": step // 10, "step": step, "label": "sft",
         "model": "m", "task": task, "kind": "chat", "estimator": "exact", "terminators": "boundary",
         "library": "abc", "outcomes": OUTCOMES, "consensus": list(consensus), "seed": seed,
         "seed_centroid": [0.4, 0.4, 0.2], "metrics": {**BASE_METRICS, **metrics}, "candidate": state,
         "state": state, "events": list(events), "variants": {},
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def event(task: str, step: int, frm: str, to: str, seed: str = "s0") -> dict:
@@ -72,23 +75,28 @@ def logged(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wandb-sink")
     library = tmp / "seeds.json"
     library.write_text(json.dumps({"tasks": {}}))
+    trajectory = tmp / "t.jsonl"
+    trajectory.write_text("".join(json.dumps(r.to_json()) + "\n" for rs in MEASUREMENTS.values() for r in rs))
     run = start_run(tmp)
     sink = WandbSink(alert_min_interval_s=300)
     sink._clock = clock = Clock()
     try:
-        assert sink.active
-        sink.start({"tasks": ["count", "coin"], "every": 10}, str(library), None)
+        sink.start(info(tmp, library, trajectory))
         for step, records in MEASUREMENTS.items():
             if step:
                 for s in (step - 5, step):
                     run.log({"train/loss": 1.0 / s, "train/global_step": s})
-            sink.log(records, step, {"errors": 0, "measure_seconds": 1.5})
+            sink.write(records, step, {"errors": 0, "measure_seconds": 1.5})
             clock.now += 60  # the repeated coin -> foreign at step 20 is 60 s after the first: not re-alerted
-        sink.finish()
+        sink.close()
     finally:
         wandb.finish()
-    digest = hashlib.sha256(library.read_bytes()).hexdigest()[:16]
-    return read_offline_run(latest_run_dir(tmp)), digest
+    return read_offline_run(latest_run_dir(tmp)), "0123456789abcdef"
+
+
+def info(tmp: Path, library: Path | None = None, trajectory: Path | None = None) -> RunInfo:
+    return RunInfo("t", tmp, {"tasks": ["count", "coin"], "every": 10}, str(library) if library else None,
+                   "0123456789abcdef", "org/base-model", "sft", trajectory)  # fmt: skip
 
 
 def measurement_rows(history: list[dict]) -> list[dict]:
@@ -104,7 +112,7 @@ def test_scalars_at_their_global_step(logged):
     assert first["crystal/count/entropy"] == 1.0 and first["crystal/count/seed_pvalue"] == 0.5
     assert second["crystal/count/velocity"] == pytest.approx(0.01)
     assert first["crystal/count/state"] == state_code("liquid") == 0
-    assert second["crystal/coin/state"] == STATES.index("foreign") == 5
+    assert second["crystal/coin/state"] == STATES.index("foreign") == 5 == state_code("foreign")
     assert third["crystal/count/state"] == STATES.index("nucleated") == 2
     assert third["crystal/count/top_prob"] == pytest.approx(0.9)
     assert third["crystal/count/seed_distance"] == pytest.approx(0.01)
@@ -144,13 +152,18 @@ def test_alerts_once_per_transition(logged):
     assert alerts[0]["wait_duration_ms"] == 300_000
 
 
-def test_library_artifact_and_config(logged):
+def test_library_and_trajectory_artifacts_and_config(logged):
     data, digest = logged
     libraries = [a for a in data["artifacts"] if a["type"] == "seed-library"]
-    assert [(a["name"], a["files"]) for a in libraries] == [(f"seed-library-{digest}", ["seeds.json"])]
+    assert [(a["name"], a["files"]) for a in libraries] == [("seed-library-org-base-model", ["seeds.json"])]
+    assert f"digest-{digest}" in libraries[0]["aliases"] and libraries[0]["metadata"]["base_model"] == "org/base-model"
     config = data["config"]["crystalwatch"]
     assert config["tasks"] == ["count", "coin"] and config["every"] == 10
-    assert config["seed_library"] == f"seed-library-{digest}" and config["seed_library_digest"] == digest
+    assert config["seed_library"] == f"seed-library-org-base-model:digest-{digest}"
+    assert config["seed_library_digest"] == digest
+    [traj] = [a for a in data["artifacts"] if a["type"] == "crystalwatch-trajectory"]
+    assert traj["name"] == "crystalwatch-t" and "t.jsonl" in traj["files"]
+    assert "report/index.html" in traj["files"] and "report/timeline.png" in traj["files"]
 
 
 def test_phase_table(logged):
@@ -175,19 +188,30 @@ def test_bar_images(logged):
     assert row["crystal/count/bars.caption"] == "step 20: consensus vs seed s1"
 
 
-@pytest.mark.parametrize("current", [None, "disabled"])
-def test_noop_without_run(tmp_path, monkeypatch, current):
+def test_noop_on_a_disabled_run(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the sink used a disabled run")
 
     disabled = SimpleNamespace(disabled=True, log=fail, alert=fail, define_metric=fail, log_artifact=fail)
-    monkeypatch.setattr(wandb, "run", disabled if current else None)  # WANDB_MODE=disabled: a no-op run
+    monkeypatch.setattr(wandb, "run", disabled)  # WANDB_MODE=disabled: a no-op run
     sink = WandbSink()
-    assert not sink.active
-    sink.start({"a": 1}, str(tmp_path / "missing.json"), "abc")  # the file is never read
-    sink.log([{"not": "a record"}], 3, {"errors": 1})
-    sink.finish()
+    sink.start(info(tmp_path, tmp_path / "missing.json"))  # the file is never read
+    sink.write([record("a", 3, "liquid")], 3, {"errors": 1})
+    sink.close()
     assert sink.plan_alerts([], 0) == [] and not any(tmp_path.iterdir())
+
+
+def test_without_a_run_the_sink_starts_and_finishes_its_own(tmp_path):
+    """A loop of the user's own with report_to=["wandb"] and no wandb.init: the sink's run holds the rows."""
+    sink = WandbSink(images=False)
+    sink.start(info(tmp_path))
+    assert wandb.run is not None and wandb.run.name == "t"
+    folder = Path(wandb.run.dir).parent
+    sink.write(MEASUREMENTS[0], 0, {})
+    sink.close()
+    assert wandb.run is None
+    data = read_offline_run(folder)
+    assert [row["train/global_step"] for row in measurement_rows(data["history"])] == [0]
 
 
 def test_failures_cap_and_rate_limit(tmp_path, monkeypatch):
@@ -206,19 +230,19 @@ def test_failures_cap_and_rate_limit(tmp_path, monkeypatch):
         raise RuntimeError("W&B is down")
 
     try:
-        sink.log(measure(0), 0)  # 5 alerts: the last one says 2 more were not alerted
+        sink.write(measure(0), 0, {})  # 5 alerts: the last one says 2 more were not alerted
         monkeypatch.setattr(run, "log", broken_log)
         with pytest.raises(RuntimeError, match="W&B is down"):
-            sink.log(measure(10), 10)  # nothing logged, no alert sent
+            sink.write(measure(10), 10, {})  # nothing logged, no alert sent
         monkeypatch.setattr(run, "log", real_log)
         clock.now += 100
-        sink.log(measure(20), 20)  # re-sends step 10's rows; alerts only the 2 tasks not alerted yet
+        sink.write(measure(20), 20, {})  # re-sends step 10's rows; alerts only the 2 tasks not alerted yet
         clock.now += 300
         monkeypatch.setattr(run, "log", broken_log)
         with pytest.raises(RuntimeError):
-            sink.log(measure(30), 30)
+            sink.write(measure(30), 30, {})
         monkeypatch.setattr(run, "log", real_log)
-        sink.finish()  # flushes step 30's rows
+        sink.close()  # flushes step 30's rows
     finally:
         monkeypatch.setattr(run, "log", real_log)
         wandb.finish()

@@ -1,6 +1,8 @@
-"""Scoring: rendering prompts, exact trie scoring and sampling. Only this package calls the model."""
+"""Scoring: rendering prompts, the scorer backends (exact trie scoring, sampling), multi-process sharding.
+Only this package calls the model."""
 
-from crystalwatch.scoring.exact import PromptTooLongError, check_context, context_length, score_requests, split_model
+from crystalwatch.scoring.exact import score_all, score_requests
+from crystalwatch.scoring.model import PromptTooLongError, check_context, context_length, split_model
 from crystalwatch.scoring.prompts import (
     DEFAULT_TERMINATORS,
     TERMINATOR_SETS,
@@ -12,7 +14,7 @@ from crystalwatch.scoring.prompts import (
     render_chat,
     terminator_ids,
 )
-from crystalwatch.scoring.sampling import parse_answer, sample_requests
+from crystalwatch.scoring.sampled import parse_answer, sample_requests
 
 __all__ = [
     "DEFAULT_TERMINATORS",
@@ -28,6 +30,7 @@ __all__ = [
     "prompt_kind_for",
     "render_chat",
     "sample_requests",
+    "score_all",
     "score_requests",
     "split_model",
     "terminator_ids",

@@ -18,9 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
-from crystalwatch.errors import CrystalwatchError
+from crystalwatch.scoring.backend import Options, Scored
+from crystalwatch.scoring.model import split_model
 from crystalwatch.scoring.prompts import Request
+from crystalwatch.scoring.sharded import context, gather_scores, gathered_parameters
 
 HEAD_CHUNK_ELEMENTS = 1 << 25  # positions x vocabulary per LM-head chunk (128 MiB of fp32 logits)
 
@@ -111,53 +114,6 @@ def _pack(segments: list[_Segment], row_tokens: int, batch_tokens: int) -> list[
     if current:
         batches.append(current)
     return batches
-
-
-def split_model(model: Any) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
-    """(decoder body, LM head, config) of a causal LM, through PEFT and DDP wrappers."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module  # DistributedDataParallel and similar
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()  # PEFT: the LoRA layers stay injected in the base model
-    body = getattr(model, getattr(model, "base_model_prefix", "model"), None)
-    head = model.get_output_embeddings()
-    if body is None or head is None:
-        raise TypeError(f"{type(model).__name__} is not a causal LM with a decoder body and an LM head")
-    return body, head, model.config
-
-
-class PromptTooLongError(CrystalwatchError):
-    """A prompt with its longest answer does not fit in the model's context."""
-
-
-_CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
-
-
-def context_length(model: Any) -> int | None:
-    """The number of positions the model can read (from its config), or None when the config does not say."""
-    _, _, config = split_model(model)
-    config = getattr(config, "text_config", None) or config
-    for name in _CONTEXT_FIELDS:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
-def check_context(model: Any, requests: Sequence[Request], extra: int = 0) -> None:
-    """Raise :class:`PromptTooLongError` before scoring if a prompt plus its longest answer (plus ``extra``
-    generated tokens) is longer than the model's context; scoring past it is wrong or crashes."""
-    limit = context_length(model)
-    if limit is None:
-        return
-    for r in requests:
-        need = len(r.prompt_ids) + max((len(c.ids) for c in r.candidates), default=0) + extra
-        if need > limit:
-            raise PromptTooLongError(
-                f"task '{r.task_id}', prompt '{r.variant}': {len(r.prompt_ids)} prompt tokens plus its answer need "
-                f"{need} positions, but the model reads at most {limit}; shorten that prompt in the task file "
-                "or leave the task out"
-            )
 
 
 def _attention_mask(allowed: np.ndarray, pos: torch.Tensor, config: Any, dtype: torch.dtype) -> Any:
@@ -307,7 +263,7 @@ def score_requests(
     it is (train/eval mode untouched: callers put it in eval mode to disable dropout).
 
     ``shard=(rank, world_size)`` scores only this rank's part, in lockstep with the other ranks (see
-    ``crystalwatch.distributed``): the packing of all requests, identical on every rank, is dealt out
+    ``crystalwatch.scoring.sharded``): the packing of all requests, identical on every rank, is dealt out
     round-robin (rank r runs batches r, r + world, ...). In every round each rank makes one body forward
     and as many LM-head calls as the round's largest batch needs; a rank without a batch of its own in
     the last round runs a one-prompt padding forward and discards it. So every rank calls the model's
@@ -342,3 +298,43 @@ def score_requests(
         for _ in range(max(_head_calls(b, chunk) for b in rnd) - calls):
             head(hidden[0, :1])  # padding call, discarded: the same module calls as on the other ranks
     return out
+
+
+def score_all(
+    model: Any, requests: Sequence[Request], terminators: np.ndarray | torch.Tensor, **kw: Any
+) -> list[np.ndarray]:
+    """``score_requests`` split over all ranks, in lockstep, and gathered: every rank gets every score.
+
+    A collective: every rank must call it with the same requests and keywords. Without a process group
+    (or with one rank) it is plain ``score_requests``.
+    """
+    rank, world = context()
+    with gathered_parameters(model):
+        if world == 1:
+            return score_requests(model, requests, terminators, **kw)
+        local = score_requests(model, requests, terminators, shard=(rank, world), **kw)
+    return gather_scores(local, len(requests))
+
+
+def distribution(request: Request, logp: np.ndarray, n_outcomes: int) -> Scored:
+    """Sum candidate probabilities per outcome (in log space), renormalise, keep the coverage."""
+    per_outcome = np.full(n_outcomes, -np.inf)
+    for cand, lp in zip(request.candidates, logp):
+        per_outcome[cand.outcome] = np.logaddexp(per_outcome[cand.outcome], lp)
+    total = logsumexp(per_outcome)
+    return Scored(np.exp(per_outcome - total), float(np.exp(total)))
+
+
+class ExactBackend:
+    """``estimator="exact"``: the trie scorer, split over the ranks of a process group when there is one."""
+
+    name = "exact"
+    extra_tokens = 0
+
+    def score(self, model: Any, tokenizer: Any, requests: Sequence[Request], n_outcomes: Sequence[int], *,
+              terminators: str, terminator_ids: np.ndarray, options: Options) -> list[Scored]:  # fmt: skip
+        logps = score_all(model, requests, terminator_ids, batch_tokens=options.batch_tokens)
+        return [distribution(r, lp, n) for r, lp, n in zip(requests, logps, n_outcomes)]
+
+
+BACKEND = ExactBackend()

@@ -6,19 +6,18 @@ from crystalwatch.seeds.build import (
     build_seed_library,
     cluster,
     library_from_measurements,
+    load_or_build,
     task_seeds,
 )
-from crystalwatch.seeds.library import (
+from crystalwatch.seeds.library import SeedLibrary, seed_pvalue, tokenizer_fingerprint
+from crystalwatch.seeds.types import (
     SCHEMA,
     CrossModelWarning,
     Seed,
-    SeedLibrary,
     SeedLibraryError,
     SeedLibraryWarning,
     TaskSeeds,
     VariantDist,
-    seed_pvalue,
-    tokenizer_fingerprint,
 )
 
 __all__ = [
@@ -34,6 +33,7 @@ __all__ = [
     "VariantDist",
     "build_seed_library",
     "library_from_measurements",
+    "load_or_build",
     "cluster",
     "seed_pvalue",
     "task_seeds",

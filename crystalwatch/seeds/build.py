@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,17 +12,11 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
 from crystalwatch import metrics
+from crystalwatch._version import __version__
 from crystalwatch.measure import Measurement, TaskResult, measure
 from crystalwatch.scoring.prompts import DEFAULT_TERMINATORS, chat_template_for
-from crystalwatch.seeds.library import (
-    Seed,
-    SeedLibrary,
-    SeedLibraryError,
-    TaskSeeds,
-    VariantDist,
-    tokenizer_fingerprint,
-    variant_key,
-)
+from crystalwatch.seeds.library import SeedLibrary, tokenizer_fingerprint
+from crystalwatch.seeds.types import Seed, SeedLibraryError, TaskSeeds, VariantDist, variant_key
 
 CLUSTER_THRESHOLD = 0.1  # JSD bits (average linkage): variants closer than this share a seed
 MIN_CHAT_COVERAGE = 1e-3  # chat prompts of a base model below this coverage are kept but not clustered
@@ -91,8 +86,6 @@ def library_from_measurements(
     provenance: dict[str, Any] | None = None,
 ) -> SeedLibrary:
     """A library from measurements of the base model (typically one with completion, one with chat prompts)."""
-    from crystalwatch import __version__
-
     per_task: dict[str, list[TaskResult]] = {}
     for m in measurements:
         for tid, r in m.tasks.items():
@@ -141,3 +134,28 @@ def build_seed_library(
     ]
     return library_from_measurements(measurements, tokenizer=tokenizer, threshold=threshold,
                          min_chat_coverage=min_chat_coverage, provenance=provenance)  # fmt: skip
+
+
+def load_or_build(
+    path: str | Path | None,
+    model: Any = None,
+    tokenizer: Any = None,
+    tasks: Sequence[Any] | None = None,
+    *,
+    save: bool = True,
+    model_name: str = "",
+    **options: Any,
+) -> SeedLibrary:
+    """The seed library at ``path`` if that file exists; otherwise one built from ``model`` (the base) and, with
+    ``save``, written to ``path``. The one place where a library is loaded or built (callback, CLI, demo,
+    recipes). ``options`` go to :func:`build_seed_library` (terminators, kinds, provenance, ...)."""
+    if path is not None and Path(path).is_file():
+        return SeedLibrary.load(path)
+    if model is None or tokenizer is None:
+        raise SeedLibraryError(f"{path}: no seed library there, and no model to build one from; "
+                               "build it with `crystalwatch seeds build BASE --out PATH`")  # fmt: skip
+    library = build_seed_library(model, tokenizer, tasks, model_name=model_name, **options)
+    if path is not None and save:
+        library.save(path)
+        library.provenance["path"] = str(path)
+    return library

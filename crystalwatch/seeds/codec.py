@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from crystalwatch.files import write_atomic
-from crystalwatch.seeds.library import SCHEMA, Seed, SeedLibrary, SeedLibraryError, TaskSeeds, VariantDist, variant_key
+from crystalwatch.seeds.types import SCHEMA, Seed, SeedLibraryError, TaskSeeds, VariantDist, variant_key
 
 
-def to_json(lib: SeedLibrary) -> dict[str, Any]:
+def to_json(tasks: dict[str, TaskSeeds], provenance: dict[str, Any]) -> dict[str, Any]:
     """The library as the JSON object written to disk (docs/seed-library.md)."""
 
     def dist(p: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -22,7 +22,7 @@ def to_json(lib: SeedLibrary) -> dict[str, Any]:
 
     return {
         "schema": SCHEMA,
-        "provenance": {k: v for k, v in lib.provenance.items() if k != "path"},
+        "provenance": {k: v for k, v in provenance.items() if k != "path"},
         "tasks": {
             tid: {
                 "version": t.version,
@@ -49,7 +49,7 @@ def to_json(lib: SeedLibrary) -> dict[str, Any]:
                     for v in t.variants
                 ],
             }
-            for tid, t in lib.tasks.items()
+            for tid, t in tasks.items()
         },
     }
 
@@ -132,8 +132,8 @@ def _parse_task(src: str, tid: str, raw: Any) -> TaskSeeds:
     )
 
 
-def parse_library(raw: Any, src: str = "<memory>") -> SeedLibrary:
-    """Validate a library's JSON (schema, every field) and build the :class:`SeedLibrary`."""
+def parse(raw: Any, src: str = "<memory>") -> tuple[dict[str, TaskSeeds], dict[str, Any]]:
+    """Validate a library's JSON (schema, every field); return its tasks and provenance."""
     raw = _need(src, "(top level)", raw, dict, "an object")
     if raw.get("schema") != SCHEMA:
         raise SeedLibraryError(
@@ -148,7 +148,7 @@ def parse_library(raw: Any, src: str = "<memory>") -> SeedLibrary:
     tasks = _need(src, "tasks", raw.get("tasks"), dict, "an object with one entry per task")
     if not tasks:
         raise SeedLibraryError(f"{src}: field 'tasks' is empty; rebuild the library")
-    return SeedLibrary({tid: _parse_task(src, tid, t) for tid, t in tasks.items()}, dict(prov))
+    return {tid: _parse_task(src, tid, t) for tid, t in tasks.items()}, dict(prov)
 
 
 def digest(data: bytes) -> str:
@@ -167,18 +167,16 @@ def file_digest(path: str | Path) -> str:
     return digest(read_bytes(Path(path)))
 
 
-def save_library(lib: SeedLibrary, path: str | Path) -> Path:
-    """Write ``lib`` as JSON (gzip when the name ends in ``.gz``) and set its ``digest``."""
+def save(tasks: dict[str, TaskSeeds], provenance: dict[str, Any], path: str | Path) -> str:
+    """Write a library as JSON (gzip when the name ends in ``.gz``), all or nothing; return its digest."""
     path = Path(path)
-    text = json.dumps(to_json(lib), indent=1, ensure_ascii=False)
-    data = text.encode()
+    data = json.dumps(to_json(tasks, provenance), indent=1, ensure_ascii=False).encode()
     write_atomic(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
-    lib.digest = digest(data)
-    return path
+    return digest(data)
 
 
-def load_library(path: str | Path) -> SeedLibrary:
-    """Read and validate a library file; any problem is a :class:`SeedLibraryError` naming the field."""
+def load(path: str | Path) -> tuple[dict[str, TaskSeeds], dict[str, Any], str]:
+    """Read and validate a library file: (tasks, provenance, digest); any problem names the file and field."""
     path = Path(path)
     try:
         data = read_bytes(path)
@@ -193,7 +191,5 @@ def load_library(path: str | Path) -> SeedLibrary:
             f"{path}: not valid JSON ({err}); the file is truncated or was edited by hand. "
             "Rebuild it with `crystalwatch seeds build`"
         ) from None
-    lib = parse_library(raw, str(path))
-    lib.digest = digest(data)
-    lib.provenance["path"] = str(path)
-    return lib
+    tasks, provenance = parse(raw, str(path))
+    return tasks, provenance, digest(data)

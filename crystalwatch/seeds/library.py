@@ -22,67 +22,16 @@ from typing import Any
 import numpy as np
 
 from crystalwatch import metrics
-from crystalwatch.errors import CrystalwatchError, CrystalwatchWarning
 from crystalwatch.measure import TaskResult
+from crystalwatch.seeds import codec
+from crystalwatch.seeds.types import (
+    CrossModelWarning,
+    Seed,
+    SeedLibraryError,
+    SeedLibraryWarning,
+    TaskSeeds,
+)
 from crystalwatch.tasks import Task
-
-SCHEMA = "crystalwatch.seeds/1"
-
-
-class SeedLibraryError(CrystalwatchError):
-    """A seed library file is unreadable or does not fit what is measured; the message says how to fix it."""
-
-
-class SeedLibraryWarning(CrystalwatchWarning):
-    """The library fits, but something differs from what is measured (task revised, other tokenizer)."""
-
-
-class CrossModelWarning(SeedLibraryWarning):
-    """The library was built from another model or tokenizer: comparable (outcomes, not tokens), but say so."""
-
-
-@dataclass
-class VariantDist:
-    """One base-model prompt variant: its distribution over the task's outcomes and its coverage."""
-
-    id: str
-    kind: str
-    probs: np.ndarray
-    coverage: float
-    clustered: bool = True  # False: coverage too low to trust, stored for reference only
-
-
-@dataclass
-class Seed:
-    id: str  # s0, s1, ... by decreasing weight
-    centroid: np.ndarray  # coverage-weighted mean of the members
-    members: list[str]  # "kind/variant" ids
-    weight: float  # share of the clustered variants in this seed
-
-
-@dataclass
-class TaskSeeds:
-    """The seeds of one task, the base's variant distributions, and the base's own metrics per prompt kind."""
-
-    task: str
-    version: int
-    spec_hash: str
-    outcomes: list[str]
-    variants: list[VariantDist]
-    seeds: list[Seed]
-    base: dict[str, dict[str, float]]  # kind ("completion", "chat", "all") -> entropy, diversity, coverage
-
-    @property
-    def centroids(self) -> np.ndarray:
-        return np.stack([s.centroid for s in self.seeds])
-
-    def base_diversity(self, kind: str) -> float:
-        """The base's diversity on the same prompt family when it was measured there, else over all prompts."""
-        return self.base.get(kind, self.base["all"])["diversity"]
-
-
-def variant_key(v: VariantDist) -> str:
-    return f"{v.kind}/{v.id}"
 
 
 def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permutations: int, seed: int) -> dict:
@@ -201,22 +150,24 @@ class SeedLibrary:
 
     # --- the file ---------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        from crystalwatch.seeds.codec import to_json
-
-        return to_json(self)
+        return codec.to_json(self.tasks, self.provenance)
 
     def save(self, path: str | Path) -> Path:
-        """Write the library (gzip when the name ends in ``.gz``); sets ``digest``."""
-        from crystalwatch.seeds.codec import save_library
-
-        return save_library(self, path)
+        """Write the library (gzip when the name ends in ``.gz``), all or nothing; sets ``digest``."""
+        self.digest = codec.save(self.tasks, self.provenance, path)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> SeedLibrary:
         """Read and validate a library file; any problem is a :class:`SeedLibraryError` naming the field."""
-        from crystalwatch.seeds.codec import load_library
+        tasks, provenance, digest = codec.load(path)
+        return cls(tasks, {**provenance, "path": str(path)}, digest)
 
-        return load_library(path)
+    @classmethod
+    def from_json(cls, raw: Any, source: str = "<memory>") -> SeedLibrary:
+        """Validate a library's JSON object (every field) and build the library."""
+        tasks, provenance = codec.parse(raw, source)
+        return cls(tasks, provenance)
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, str | None]:

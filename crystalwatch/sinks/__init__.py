@@ -1,5 +1,3 @@
-"""Sinks: where measurements go (JSONL trajectory files; W&B and the console come with the callback)."""
-
-from crystalwatch.sinks.jsonl import SCHEMA, TrajectoryError, TrajectoryWriter, read_trajectory
-
-__all__ = ["SCHEMA", "TrajectoryError", "TrajectoryWriter", "read_trajectory"]
+"""Sinks: where measurements go. JSONL and the console always; W&B, TensorBoard, trackio and MLflow when
+``report_to`` names them (the protocol and the choice: ``crystalwatch.sinks.base``). Trackers are imported
+only when chosen."""

@@ -1,29 +1,23 @@
-"""Log crystalwatch measurements into the active W&B run (format of the records: docs/trajectory.md).
+"""The W&B sink: live phases in a Weights & Biases run (keys: docs/wandb.md).
 
-:class:`WandbSink` writes, per measurement, ONE ``run.log`` call keyed by ``train/global_step`` (never ``step=``,
-which would drop rows whose step is below wandb's internal counter):
+Per measurement ONE ``run.log`` keyed by ``train/global_step`` (never ``step=``, which drops rows whose step
+is below wandb's internal counter): the scalars of :mod:`crystalwatch.sinks.scalars`, the
+``crystal/phase_table`` (one INCREMENTAL ``wandb.Table`` per run) and ``crystal/<task>/bars`` images. Transitions
+into ``alert_states`` raise ``run.alert`` (rate-limited per (task, state), at most :data:`MAX_ALERTS` per
+measurement).
 
-* ``crystal/<task>/<metric>`` for every non-null metric, ``crystal/<task>/state`` (index in
-  :data:`crystalwatch.phases.STATES`, -1 for an unknown state) and ``crystal/<task>/top_prob``;
-* ``crystal/summary/<state>`` (tasks per state, zeros included), ``crystal/summary/transitions`` and the
-  caller's ``extra`` values under ``crystal/summary/``;
-* ``crystal/phase_table``: one INCREMENTAL ``wandb.Table`` per run, one row per (measurement, task);
-* ``crystal/<task>/bars``: a ``wandb.Image`` of the consensus against its nearest seed (``images=True``).
-
-Transitions into ``alert_states`` raise ``run.alert`` (rate-limited per (task, state), at most
-:data:`MAX_ALERTS` per measurement). ``start`` puts the configuration into the run config and uploads the
-seed library as an artifact. Without an active run (``wandb.run is None``, or ``WANDB_MODE=disabled``) every
-method does nothing.
-A W&B failure propagates as an ordinary exception; rows not yet logged stay queued for the next call.
-The sink never initialises or finishes the run: the Trainer (or the user) owns it. See docs/wandb.md.
+Artifacts: the seed library is used by every stage as ``seed-library-<base model>`` (one artifact per base
+model, a new version per content digest, aliased ``digest-<digest>``), so W&B's lineage shows which library
+each run was judged against; at the end the trajectory (and the report, rendered then) is logged as
+``crystalwatch-<run>``. The sink uses the active run (the Trainer's, or one the user started); without
+one it starts a run named after the crystalwatch run and finishes it when closed.
 """
 
 from __future__ import annotations
 
 import io
-import math
+import re
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,107 +25,16 @@ from typing import Any
 
 import wandb
 
-from crystalwatch.phases import STATES
-from crystalwatch.seeds.codec import file_digest
-from crystalwatch.sinks.jsonl import json_safe
+from crystalwatch.records import Record
+from crystalwatch.sinks.base import RunInfo
+from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, number, scalars, table_row
 
-__all__ = ["MAX_ALERTS", "STATE_CODES", "TABLE_COLUMNS", "TABLE_KEY", "Alert", "WandbSink", "state_code"]
+__all__ = ["MAX_ALERTS", "TABLE_KEY", "Alert", "WandbSink", "finish_run"]
 
 STEP_KEY = "train/global_step"
-PREFIX = "crystal"
-SUMMARY = f"{PREFIX}/summary"
 TABLE_KEY = f"{PREFIX}/phase_table"
-TABLE_COLUMNS = (
-    "step", "label", "task", "state", "candidate", "seed",
-    "seed_distance", "temperature", "tempered_distance", "collapse", "entropy", "coverage",
-)  # fmt: skip
-TABLE_METRICS = TABLE_COLUMNS[6:]
-STATE_CODES = {state: code for code, state in enumerate(STATES)}
-UNKNOWN_STATE = -1
 MAX_ALERTS = 5  # per measurement
 TITLE_LIMIT = 63  # wandb.alert titles must be shorter than 64 characters
-
-
-def state_code(state: Any) -> int:
-    """The integer logged as ``crystal/<task>/state``: the index in ``STATES``, -1 for anything else."""
-    return STATE_CODES.get(state, UNKNOWN_STATE)
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or None for null, NaN, inf, booleans and non-numbers."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _fmt(value: Any) -> str:
-    x = _number(value)
-    return "n/a" if x is None else f"{x:.3g}"
-
-
-# -- what one measurement logs ------------------------------------------------------------------------------------
-
-
-def task_scalars(record: dict[str, Any]) -> dict[str, float | int]:
-    """``crystal/<task>/...`` scalars of one record: its non-null metrics, state code and top probability."""
-    base = f"{PREFIX}/{record['task']}"
-    out: dict[str, float | int] = {}
-    for name, value in (record.get("metrics") or {}).items():
-        x = _number(value)
-        if x is not None:
-            out[f"{base}/{name}"] = x
-    out[f"{base}/state"] = state_code(record.get("state"))
-    probs = [p for p in map(_number, record.get("consensus") or ()) if p is not None]
-    if probs:
-        out[f"{base}/top_prob"] = max(probs)
-    return out
-
-
-def summary_scalars(records: Sequence[dict[str, Any]], extra: dict[str, Any] | None) -> dict[str, float | int]:
-    """``crystal/summary/...``: tasks per state (every state of ``STATES``), transitions, the caller's extras."""
-    counts = Counter(r.get("state") for r in records)
-    out: dict[str, float | int] = {f"{SUMMARY}/{s}": counts.pop(s, 0) for s in STATES}
-    out.update({f"{SUMMARY}/{s}": n for s, n in counts.items() if isinstance(s, str)})
-    out[f"{SUMMARY}/transitions"] = sum(len(r.get("events") or ()) for r in records)
-    for key, value in (extra or {}).items():
-        x = _number(value)
-        if x is not None:
-            out[f"{SUMMARY}/{key}"] = x
-    return out
-
-
-def table_row(record: dict[str, Any]) -> list[Any]:
-    """One ``crystal/phase_table`` row, in :data:`TABLE_COLUMNS` order (null metrics stay None)."""
-    metrics = record.get("metrics") or {}
-    text = [record.get("candidate"), record.get("seed")]
-    return [
-        int(record["step"]),
-        str(record.get("label") or ""),
-        str(record["task"]),
-        str(record.get("state")),
-        *(None if t is None else str(t) for t in text),
-        *(_number(metrics.get(m)) for m in TABLE_METRICS),
-    ]
-
-
-def bars_image(record: dict[str, Any]) -> wandb.Image:
-    """The report's consensus-vs-seed bar chart of one record as a ``wandb.Image``."""
-    from PIL import Image
-
-    from crystalwatch.report import bars_png  # matplotlib: imported only when images are logged
-
-    png = bars_png(str(record["task"]), record, record.get("run"))
-    seed = record.get("seed")
-    caption = f"step {record['step']}: consensus" + (f" vs seed {seed}" if seed else "")
-    with Image.open(io.BytesIO(png)) as img:
-        return wandb.Image(img, caption=caption)  # saved to a media file here, palette kept (~5 kB)
-
-
-# -- alerts -------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -144,13 +47,13 @@ class Alert:
     level: str
 
 
-def _alert_for(record: dict[str, Any], event: dict[str, Any], step: int) -> Alert:
-    task, to = str(record["task"]), str(event.get("to"))
-    seed = event.get("seed") or record.get("seed")
-    distance = _fmt((record.get("metrics") or {}).get("seed_distance"))
+def _alert_for(record: Record, event: dict[str, Any], step: int) -> Alert:
+    task, to = str(record.task), str(event.get("to"))
+    seed = event.get("seed") or record.seed
+    distance = number((record.metrics or {}).get("seed_distance"))
     text = (
         f"task {task}: {event.get('from')} -> {to} at step {event.get('step', step)}"
-        f" (seed {seed or 'none'}, seed distance {distance})"
+        f" (seed {seed or 'none'}, seed distance {'n/a' if distance is None else f'{distance:.3g}'})"
     )
     if event.get("since") is not None:
         text += f"; first seen at step {event['since']}"
@@ -166,6 +69,11 @@ def _current_run() -> Any:
     return None if run is None or getattr(run, "disabled", False) else run
 
 
+def _offline(run: Any) -> bool:
+    settings = getattr(run, "settings", None)
+    return bool(getattr(run, "offline", False)) or getattr(settings, "mode", None) in ("offline", "dryrun")
+
+
 def finish_run() -> str | None:
     """Finish the active W&B run (a Trainer leaves it open) and return its folder; None without one."""
     run = _current_run()
@@ -176,25 +84,39 @@ def finish_run() -> str | None:
     return folder
 
 
-# -- the sink -----------------------------------------------------------------------------------------------------
+def library_artifact_name(base_model: str | None) -> str:
+    """``seed-library-<base model>``: one artifact per base model; its versions are the library contents."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", base_model or "unknown").strip("-.") or "unknown"
+    return f"seed-library-{slug}"[:120]
+
+
+def bars_image(record: Record) -> wandb.Image:
+    """The report's consensus-vs-seed bar chart of one record as a ``wandb.Image``."""
+    from PIL import Image
+
+    from crystalwatch.report.figures import bars_png  # matplotlib: imported only when images are logged
+
+    png = bars_png(str(record.task), record, record.run)
+    caption = f"step {record.step}: consensus" + (f" vs seed {record.seed}" if record.seed else "")
+    with Image.open(io.BytesIO(png)) as img:
+        return wandb.Image(img, caption=caption)  # saved to a media file here, palette kept (~5 kB)
 
 
 class WandbSink:
-    """Sends measurements to the active W&B run; a no-op while no run is active (see the module docstring)."""
+    """Sends measurements to a W&B run; see the module docstring."""
 
-    def __init__(
-        self,
-        *,
-        alerts: bool = True,
-        alert_states: tuple[str, ...] = ("nucleated", "foreign"),
-        alert_min_interval_s: float = 300.0,
-        images: bool = True,
-    ) -> None:
+    name = "wandb"
+
+    def __init__(self, *, alerts: bool = True, alert_states: Sequence[str] = ("nucleated", "foreign"),
+                 alert_min_interval_s: float = 300.0, images: bool = True, report: bool = True) -> None:  # fmt: skip
         self.alerts = alerts
         self.alert_states = tuple(alert_states)
         self.alert_min_interval_s = float(alert_min_interval_s)
         self.images = images
+        self.report = report  # render the report at close and log it with the trajectory
         self._clock = time.monotonic  # replaceable in tests
+        self._info: RunInfo | None = None
+        self._owned = False  # this sink started the run, so it finishes it
         self._reset(None)
 
     def _reset(self, run: Any) -> None:
@@ -204,15 +126,9 @@ class WandbSink:
         self._logged_rows = 0  # rows of _table that reached a successful log call
         self._last_step = 0
         self._last_alert: dict[tuple[str, str], float] = {}
-        self._library: str | None = None
-
-    @property
-    def active(self) -> bool:
-        """Whether a W&B run is active (``wandb.run is not None`` and not a ``WANDB_MODE=disabled`` no-op run)."""
-        return _current_run() is not None
 
     def _bind(self) -> Any:
-        """The active run (None without one); on a new run, define the step metric of the ``crystal/*`` keys."""
+        """The active run; on a new run, define the step metric of the ``crystal/*`` keys."""
         run = _current_run()
         if run is not None and run is not self._run:
             run.define_metric(f"{PREFIX}/*", step_metric=STEP_KEY)
@@ -220,44 +136,44 @@ class WandbSink:
         return run
 
     # -- start ----------------------------------------------------------------------------------------------------
-
-    def start(self, config: dict[str, Any], library_path: str | None, library_digest: str | None) -> None:
-        """Put ``config`` under ``crystalwatch`` in the run config; upload the seed library as an artifact."""
-        run = self._bind()
-        if run is None:
+    def start(self, run: RunInfo) -> None:
+        """Bind to (or start) the run, put the settings under ``crystalwatch`` in its config, use the library."""
+        self._info = run
+        if _current_run() is None and wandb.run is None:
+            wandb.init(name=run.name, job_type=run.label or None, config={})
+            self._owned = True
+        active = self._bind()
+        if active is None:
             return
-        entry = json_safe(dict(config))
-        if library_path:
-            digest = library_digest or file_digest(library_path)
-            entry["seed_library"] = self._log_library(run, Path(library_path), digest)
-            entry["seed_library_digest"] = digest
-        elif library_digest:
-            entry["seed_library"] = entry["seed_library_digest"] = library_digest
-        run.config.update({"crystalwatch": entry}, allow_val_change=True)
+        entry = dict(run.config)
+        if run.library_path and Path(run.library_path).is_file():
+            entry["seed_library"] = self._use_library(active, run)
+        entry["seed_library_digest"] = run.library_digest
+        active.config.update({"crystalwatch": entry}, allow_val_change=True)
 
-    def _log_library(self, run: Any, path: Path, digest: str) -> str:
-        """Log the library file as artifact ``seed-library-<digest>`` (once per run); return its name."""
-        name = f"seed-library-{digest}"
-        if self._library != name:
-            artifact = wandb.Artifact(name, type="seed-library", metadata={"digest": digest, "file": path.name})
-            artifact.add_file(str(path))
-            run.log_artifact(artifact)
-            self._library = name
-        return name
+    def _use_library(self, active: Any, run: RunInfo) -> str:
+        """The library file as an input of this run (lineage), one artifact per base model."""
+        name = library_artifact_name(run.library_model)
+        file = Path(str(run.library_path))
+        meta = {"digest": run.library_digest, "base_model": run.library_model, "file": file.name}
+        artifact = wandb.Artifact(name, type="seed-library", metadata=meta)
+        artifact.add_file(str(file))
+        aliases = [f"digest-{run.library_digest}", "latest"]
+        if _offline(active):  # offline runs cannot use artifacts: log it (`wandb sync` uploads it, one version)
+            active.log_artifact(artifact, aliases=aliases)
+        else:
+            active.use_artifact(artifact, aliases=aliases)
+        return f"{name}:digest-{run.library_digest}"
 
-    # -- log ------------------------------------------------------------------------------------------------------
-
-    def log(self, records: list[dict[str, Any]], step: int, extra: dict[str, float] | None = None) -> None:
+    # -- write ----------------------------------------------------------------------------------------------------
+    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
         """Log one measurement (one record per task) at training step ``step``; then send its alerts."""
         run = self._bind()
         if run is None:
             return
-        payload: dict[str, Any] = {STEP_KEY: int(step)}
-        for record in records:
-            payload.update(task_scalars(record))
-        payload.update(summary_scalars(records, extra))
+        payload: dict[str, Any] = {STEP_KEY: int(step), **scalars(records, extra)}
         if self.images:
-            payload.update({f"{PREFIX}/{r['task']}/bars": bars_image(r) for r in records if r.get("consensus")})
+            payload.update({f"{PREFIX}/{r.task}/bars": bars_image(r) for r in records if r.consensus})
         planned = self.plan_alerts(records, step) if self.alerts else []
         self._add_rows(records)
         self._send(run, payload, int(step))
@@ -265,7 +181,7 @@ class WandbSink:
             run.alert(title=alert.title, text=alert.text, level=alert.level, wait_duration=self.alert_min_interval_s)
             self._last_alert[alert.key] = self._clock()
 
-    def _add_rows(self, records: Sequence[dict[str, Any]]) -> None:
+    def _add_rows(self, records: Sequence[Record]) -> None:
         rows = [table_row(r) for r in records]  # built first: a bad record adds nothing
         if rows and self._table is None:
             self._table = wandb.Table(columns=list(TABLE_COLUMNS), log_mode="INCREMENTAL")
@@ -277,17 +193,17 @@ class WandbSink:
         pending = self._table is not None and len(self._table.data) > self._logged_rows
         if pending:
             payload[TABLE_KEY] = self._table
-        self._last_step = max(self._last_step, step)  # finish() re-logs pending rows at this step
+        self._last_step = max(self._last_step, step)  # close() re-logs pending rows at this step
         run.log(payload)
         if pending:
             self._logged_rows = len(self._table.data)
 
-    def plan_alerts(self, records: Sequence[dict[str, Any]], step: int) -> list[Alert]:
+    def plan_alerts(self, records: Sequence[Record], step: int) -> list[Alert]:
         """The alerts of one measurement: one per (task, state) reached, rate-limited, at most MAX_ALERTS."""
         now = self._clock()
         wanted: dict[tuple[str, str], Alert] = {}
         for record in records:
-            for event in record.get("events") or ():
+            for event in record.events or ():
                 if event.get("to") not in self.alert_states:
                     continue
                 alert = _alert_for(record, event, step)
@@ -302,12 +218,26 @@ class WandbSink:
             alerts = [*alerts[: MAX_ALERTS - 1], Alert(last.key, last.title, last.text + note, last.level)]
         return alerts
 
-    # -- finish ---------------------------------------------------------------------------------------------------
-
-    def finish(self) -> None:
-        """Log table rows a failed ``log`` left behind. Does not finish the run (its owner does)."""
+    # -- close ----------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Log table rows a failed ``log`` left behind, the trajectory (and report) artifact; finish an owned run."""
         run = _current_run()
-        if run is None or run is not self._run or self._table is None:
+        if run is None or run is not self._run:
             return
-        if len(self._table.data) > self._logged_rows:
+        if self._table is not None and len(self._table.data) > self._logged_rows:
             self._send(run, {STEP_KEY: self._last_step}, self._last_step)
+        info = self._info
+        if info is not None and info.trajectory is not None and Path(info.trajectory).is_file():
+            artifact = wandb.Artifact(f"crystalwatch-{info.name}"[:120], type="crystalwatch-trajectory",
+                                      metadata={"run": info.name, "label": info.label})  # fmt: skip
+            artifact.add_file(str(info.trajectory))
+            if self.report:
+                from crystalwatch.report import render_report
+
+                folder = Path(info.trajectory).parent / "report"
+                render_report(info.trajectory, folder)
+                artifact.add_dir(str(folder), name="report")
+            run.log_artifact(artifact)
+        if self._owned:
+            wandb.finish()
+            self._owned = False

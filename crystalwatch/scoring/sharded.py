@@ -13,7 +13,7 @@ rank takes part in every call:
 - the partial results are merged with ``all_gather_object`` (gloo and NCCL), so every rank ends with
   every score and can take the same decisions afterwards.
 
-Wrap the call in :func:`gathered_parameters` under ZeRO-3 / FSDP (``score_all`` does): it gathers the
+Wrap the call in :func:`gathered_parameters` under ZeRO-3 / FSDP (``exact.score_all`` does): it gathers the
 weights that the scorer uses directly (the LM head, the embeddings). Only the gloo path on CPU is
 tested here; the ZeRO-3 and FSDP branches of :func:`gathered_parameters` are untested (no DeepSpeed, no
 GPUs).
@@ -28,9 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from crystalwatch.scoring.exact import score_requests
-from crystalwatch.scoring.prompts import Request
-
 
 def _initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -41,6 +38,19 @@ def context() -> tuple[int, int]:
     if not _initialized():
         return 0, 1
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def all_agree(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on every rank (a collective when there are several processes).
+
+    Used when setting up: a rank whose setup failed (a file missing on its node) makes every rank stop
+    measuring, instead of leaving the others waiting for it in a collective.
+    """
+    if context()[1] == 1:
+        return flag
+    flags: list[Any] = [None] * context()[1]
+    torch.distributed.all_gather_object(flags, bool(flag))
+    return all(flags)
 
 
 def broadcast(value: Any) -> Any:
@@ -97,19 +107,3 @@ def gathered_parameters(model: Any) -> Iterator[None]:
                 yield
             return
     yield
-
-
-def score_all(
-    model: Any, requests: Sequence[Request], terminators: np.ndarray | torch.Tensor, **kw: Any
-) -> list[np.ndarray]:
-    """``score_requests`` split over all ranks, in lockstep, and gathered: every rank gets every score.
-
-    A collective: every rank must call it with the same requests and keywords. Without a process group
-    (or with one rank) it is plain ``score_requests``.
-    """
-    rank, world = context()
-    with gathered_parameters(model):
-        if world == 1:
-            return score_requests(model, requests, terminators, **kw)
-        local = score_requests(model, requests, terminators, shard=(rank, world), **kw)
-    return gather_scores(local, len(requests))

@@ -1,21 +1,17 @@
-"""The ``crystalwatch`` command: tasks, measure, seeds build/show, trajectory, report."""
+"""The ``crystalwatch`` commands: tasks, measure, seeds build/show, trajectory, report, demo."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from crystalwatch.cli.options import _csv, _device, _errors, _steps, _task_list
 from crystalwatch.errors import (
     CrystalwatchError,
-    CrystalwatchWarning,
     check_choice,
     check_int,
     check_number,
@@ -31,79 +27,6 @@ ModelArg = Annotated[str, typer.Argument(help="Hub id (id@revision), local folde
 TasksOpt = Annotated[str | None, typer.Option(help="Comma-separated task ids or YAML paths.")]
 DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda | cuda:N")]
-
-
-def _task_list(tasks: str | None, option: str = "--tasks") -> list[str] | None:
-    """Task ids or paths from a comma-separated option; None when the option is not given."""
-    if tasks is None:
-        return None
-    items = [t.strip() for t in tasks.split(",") if t.strip()]
-    if not items:
-        raise CrystalwatchError(f"{option} is empty: name task ids or YAML paths, e.g. {option} coin_flip,weekday "
-                                "(leave the option out for every task)")  # fmt: skip
-    return items
-
-
-def _csv(text: str | None, option: str) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",")]
-    if not all(items):
-        raise CrystalwatchError(f"{option} {text!r} has an empty item; separate the values with single commas")
-    return items
-
-
-def _steps(text: str | None) -> list[int] | None:
-    items = _csv(text, "--steps")
-    if items is None:
-        return None
-    try:
-        return [int(x) for x in items]
-    except ValueError:
-        raise CrystalwatchError(f"--steps {text!r}: each step must be a whole number, e.g. 0,100,200") from None
-
-
-def _device(device: str) -> str:
-    import torch
-
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError):
-        raise CrystalwatchError(f"--device: {device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
-    return device
-
-
-def _say(kind: str, message: Any) -> None:
-    """One message line, never hard-wrapped (the console soft-wraps), markup in the message left as text."""
-    colour = "red" if kind == "error" else "yellow"
-    console.print(f"[{colour}]{kind}:[/{colour}] ", end="")
-    console.print(str(message), markup=False, highlight=False)
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Known input errors become one red line and exit code 2; crystalwatch's warnings become yellow lines."""
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    original = warnings.showwarning
-
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, *rest: Any) -> None:
-        if issubclass(category, CrystalwatchWarning):
-            _say("warning", message)
-        else:
-            original(message, category, filename, lineno, *rest)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        warnings.simplefilter("always", CrystalwatchWarning)
-        try:
-            yield
-        except CrystalwatchError as err:
-            _say("error", err)
-            raise typer.Exit(2) from None
-        except OSError as err:  # a place the OS refused that no check above foresaw: still one line, no traceback
-            where = f"{err.filename}: " if err.filename else ""
-            _say("error", f"{where}{err.strerror or err}")
-            raise typer.Exit(2) from None
 
 
 @app.command("tasks")
@@ -141,12 +64,12 @@ def measure_command(
     seeds: Annotated[Path | None, typer.Option(help="Seed library: add seed metrics and a phase verdict.")] = None,
 ) -> None:
     """Measure a model's answer distributions on tasks and print a table per task."""
+    from crystalwatch.cli.tables import VERDICT_NOTE, print_measurement, print_verdicts
     from crystalwatch.files import ensure_folder, write_atomic
     from crystalwatch.measure import check_settings, measure
     from crystalwatch.models import DTYPES, load_model
+    from crystalwatch.records import json_safe
     from crystalwatch.seeds import SeedLibrary
-    from crystalwatch.sinks.console import VERDICT_NOTE, print_measurement, print_verdicts
-    from crystalwatch.sinks.jsonl import json_safe
     from crystalwatch.tasks import load_tasks
     from crystalwatch.trajectory import one_shot
 
@@ -195,11 +118,11 @@ def seeds_build(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Measure a base model on every prompt of each task and cluster the distributions into seeds."""
+    from crystalwatch.cli.tables import print_library
     from crystalwatch.files import ensure_folder
     from crystalwatch.measure import KINDS, check_settings
     from crystalwatch.models import DTYPES, fingerprint, load_model
     from crystalwatch.seeds import build_seed_library
-    from crystalwatch.sinks.console import print_library
     from crystalwatch.tasks import load_tasks
 
     with _errors():
@@ -232,8 +155,8 @@ def seeds_show(
     tasks: TasksOpt = None,
 ) -> None:
     """Print the seeds of each task: weight, members and top outcomes."""
+    from crystalwatch.cli.tables import print_library
     from crystalwatch.seeds import SeedLibrary
-    from crystalwatch.sinks.console import print_library
 
     with _errors():
         lib = SeedLibrary.load(library)
@@ -261,15 +184,17 @@ def trajectory_command(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Measure a ladder of checkpoints (e.g. base -> SFT -> DPO -> RLVR) and track each task's phase."""
+    from crystalwatch.cli.tables import print_verdicts
     from crystalwatch.files import ensure_folder
+    from crystalwatch.ladder import measure_ladder
     from crystalwatch.measure import check_settings
     from crystalwatch.models import DTYPES, fingerprint, load_model
     from crystalwatch.phases import PhaseConfig
-    from crystalwatch.seeds import SeedLibrary, build_seed_library
-    from crystalwatch.sinks.console import print_events, print_verdicts
-    from crystalwatch.sinks.jsonl import read_trajectory
+    from crystalwatch.records import Record, read_trajectory
+    from crystalwatch.seeds import SeedLibrary, load_or_build
+    from crystalwatch.sinks.console import print_events
     from crystalwatch.tasks import load_tasks
-    from crystalwatch.trajectory import check_ladder, measure_ladder
+    from crystalwatch.trajectory import check_ladder
 
     with _errors():
         label_list, step_list = _csv(labels, "--labels"), _steps(steps)
@@ -282,7 +207,7 @@ def trajectory_command(
         load_tasks(task_list) if task_list else None  # unknown ids and bad files fail before any model loads
         ensure_folder(out.parent)
         run = run or out.stem
-        continuing = out.is_file() and any(r["run"] == run for r in read_trajectory(out, empty_ok=True))
+        continuing = out.is_file() and any(r.run == run for r in read_trajectory(out, empty_ok=True))
         default_seeds = out.with_suffix(".seeds.json")
         if seeds is None and continuing and default_seeds.is_file():
             console.print(f"continuing run '{run}' of {out} with its library {default_seeds}")
@@ -290,20 +215,17 @@ def trajectory_command(
         if seeds is not None:
             library = SeedLibrary.load(seeds)
         else:
-            seeds = default_seeds
-            console.print(f"no --seeds: building the library from the first model, {models[0]}, into {seeds}")
+            console.print(f"no --seeds: building the library from the first model, {models[0]}, into {default_seeds}")
             with console.status(f"building the seed library from {models[0]}"):
                 lm, tok = load_model(models[0], dtype=dtype, device=device)
-                library = build_seed_library(lm, tok, load_tasks(task_list), model_name=models[0],
-                                           provenance=fingerprint(models[0], lm))  # fmt: skip
-                library.save(seeds)
+                library = load_or_build(None, lm, tok, load_tasks(task_list), model_name=models[0],
+                                        provenance=fingerprint(models[0], lm))  # fmt: skip
+                library.save(default_seeds)
                 del lm
 
-        def show(ref: str, records: list[dict]) -> None:
-            rows = {r["task"]: {"state": r["state"], "seed": r["seed"], "metrics": r["metrics"]} for r in records}
-            print_verdicts(
-                rows, f"{records[0]['index']}: {ref}" + (f" ({records[0]['label']})" if records[0]["label"] else "")
-            )
+        def show(ref: str, records: list[Record]) -> None:
+            rows = {r.task: {"state": r.state, "seed": r.seed, "metrics": r.metrics} for r in records}
+            print_verdicts(rows, f"{records[0].index}: {ref}" + (f" ({records[0].label})" if records[0].label else ""))
             print_events(records)
 
         with console.status(f"measuring {len(models)} checkpoint(s)"):
@@ -344,8 +266,8 @@ def demo_command(
     no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not use W&B at all.")] = False,
 ) -> None:
     """Watch gemma-3-270m crystallize: seed library, LoRA SFT, DPO, report — offline, on a CPU."""
+    from crystalwatch.cli.tables import print_demo_summary
     from crystalwatch.demo import DemoConfig, Progress, run_demo
-    from crystalwatch.sinks.console import print_demo_summary
 
     with _errors():
         cfg = DemoConfig(
@@ -368,6 +290,3 @@ def demo_command(
             summary = run_demo(cfg, progress)
     print_demo_summary(summary)
 
-
-if __name__ == "__main__":
-    app()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crystalwatch.scoring.backend import Options, Scored
 from crystalwatch.scoring.prompts import Request, answer_ends, end_token_ids
 
 
@@ -88,3 +89,24 @@ def sample_requests(
                 done += n
             results.append((counts, invalid))
     return results
+
+
+class SampledBackend:
+    """``estimator="sampled"``: ``options.samples`` seeded generations per prompt, parsed to outcomes."""
+
+    name = "sampled"
+    extra_tokens = EXTRA_TOKENS
+
+    def score(self, model: Any, tokenizer: Any, requests: Sequence[Request], n_outcomes: Sequence[int], *,
+              terminators: str, terminator_ids: np.ndarray, options: Options) -> list[Scored]:  # fmt: skip
+        out = []
+        drawn = sample_requests(model, tokenizer, requests, terminators, samples=options.samples, seed=options.seed)
+        for n, (counts, invalid) in zip(n_outcomes, drawn):
+            counts = np.pad(counts, (0, n - len(counts)))
+            valid = counts.sum()
+            probs = counts / valid if valid else np.full(n, 1.0 / n)
+            out.append(Scored(probs, float(valid / options.samples), counts, invalid))
+        return out
+
+
+BACKEND = SampledBackend()

@@ -1,0 +1,110 @@
+"""The CLI's tables: measurements, seed libraries, one-shot verdicts and the demo summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from crystalwatch.metrics import temperature_text
+from crystalwatch.sinks.console import console
+from crystalwatch.sinks.console import styled as state
+
+
+def _top(names: Sequence[str], p: np.ndarray, n: int = 3) -> str:
+    order = np.argsort(-np.asarray(p), kind="stable")[:n]
+    return "  ".join(f"{names[i]} {p[i]:.2f}" for i in order)
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
+
+
+def print_measurement(result: Any) -> None:
+    """One table per task: per-variant coverage and top answers, then the task metrics."""
+    for tid, r in result.tasks.items():
+        m = r.metrics
+        title = (
+            f"{tid} ({r.kind} prompts, {result.estimator}, terminators={result.terminators}): "
+            f"entropy {m['entropy']:.2f}  diversity {m['diversity']:.2f}  coverage {m['coverage']:.3g}"
+        )
+        table = Table(title=title, title_justify="left")
+        for col, justify in (("variant", "left"), ("coverage", "right"), ("top answers", "left")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        names = r.task.outcome_names
+        for v in r.variants:
+            table.add_row(v.request.variant, f"{v.coverage:.3g}", _top(names, v.probs))
+        table.add_row("[bold]consensus[/bold]", "", _top(names, r.consensus))
+        console.print(table)
+
+
+def print_library(library: Any, tasks: Sequence[str] | None = None) -> None:
+    """The provenance, then per task its seeds: weight, members, top outcomes of the centroid."""
+    p = library.provenance
+    console.print(
+        f"[bold]seed library[/bold] {p.get('path', '')}  model {p.get('model', '?')}  ({p.get('estimator')}, "
+        f"terminators {p.get('terminators')}, prompts {', '.join(p.get('kinds', []))}, "
+        f"cluster threshold {p.get('cluster', {}).get('threshold')} bits; built {p.get('created')} "
+        f"with crystalwatch {p.get('package_version')})"
+    )
+    table = Table(title_justify="left")
+    table.add_column("task")
+    table.add_column("seed")
+    table.add_column("weight", justify="right")
+    table.add_column("top outcomes", no_wrap=True)
+    table.add_column("members (prompt kind/variant)")
+    for tid, t in library.tasks.items():
+        if tasks and tid not in tasks:
+            continue
+        for i, s in enumerate(t.seeds):
+            head = f"{tid}\n[dim]{len(t.seeds)} seeds, base diversity {t.base['all']['diversity']:.2f}[/dim]"
+            table.add_row(head if i == 0 else "", s.id, f"{s.weight:.2f}", _top(t.outcomes, s.centroid),
+                          f"{len(s.members)}: " + ", ".join(s.members))  # fmt: skip
+        table.add_section()
+    console.print(table)
+
+
+VERDICT_NOTE = (
+    "One checkpoint has no history: it can tell liquid, nucleating, nucleated (collapsed near a seed), foreign, "
+    "polycrystalline and no_signal, not settling vs settled (they need velocity) nor a remelt. "
+    "Use `crystalwatch trajectory` for those."
+)
+
+
+def print_verdicts(verdicts: dict[str, dict[str, Any]], title: str) -> None:
+    """One row per task: state, nearest seed and the seed metrics."""
+    table = Table(title=title, title_justify="left")
+    cols = ("task", "state", "seed", "distance", "margin", "support", "T", "tempered", "p", "collapse", "coverage")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("task", "state", "seed") else "right")
+    for tid, v in verdicts.items():
+        m = v["metrics"]
+        table.add_row(
+            tid, state(v["state"]), v["seed"] or "-", _num(m.get("seed_distance")), _num(m.get("seed_margin")),
+            _num(m.get("seed_support_mass"), ".2f"), temperature_text(m),
+            _num(m.get("tempered_distance")), _num(m.get("seed_pvalue"), ".2g"), _num(m.get("collapse"), ".2f"),
+            _num(m.get("coverage"), ".3g"),
+        )  # fmt: skip
+    console.print(table)
+
+
+def print_demo_summary(summary: dict[str, Any]) -> None:
+    """Per task: final state, seed, distance, entropy before/after, top answer, and the transitions."""
+    table = Table(title="crystalwatch demo: where each task ended", title_justify="left")
+    for col in ("task", "final state", "seed", "distance", "entropy", "top", "transitions (step: from -> to)"):
+        table.add_column(col)
+    for task, t in summary["tasks"].items():
+        moves = ", ".join(f"{e['step']} ({e['stage']}): {e['from']} -> {e['to']}" + (f" {e['seed']}" if e["seed"]
+                          else "") for e in t["transitions"]) or "none"  # fmt: skip
+        table.add_row(task, state(t["state"]), t["seed"] or "-", _num(t["seed_distance"]),
+                      f"{t['entropy'][0]:.2f} -> {t['entropy'][1]:.2f}", t["top"], moves)  # fmt: skip
+    console.print(table)
+    stages = ", ".join(f"{s['name']} {s['steps']} steps {s['seconds']:.0f} s" for s in summary["stages"])
+    console.print(f"total {summary['seconds']:.0f} s (seed library {summary['library_seconds']:.0f} s; {stages})")
+    console.print(f"trajectory: {summary['trajectory']}\nreport: {summary['report']}")
+    if summary["wandb_mode"] == "offline":
+        for s in summary["stages"]:
+            if s["wandb_dir"]:
+                console.print(f"W&B run (offline): upload it with `wandb sync {s['wandb_dir']}`")

@@ -1,0 +1,299 @@
+"""The Monitor: crystalwatch's engine, for any training loop (no ``transformers`` import).
+
+It holds the tasks, the seed library, the phase tracker, the sinks, the cadence and the error policy::
+
+    monitor = Monitor("base.seeds.json.gz", output_dir="out", report_to="tensorboard")
+    monitor.start(model, tokenizer)             # set up; measures the starting model (step 0)
+    for step, batch in enumerate(loader, 1):
+        loss = model(**batch).loss
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        monitor.step(model, step)               # counts training time; measures when due
+    monitor.close(model, step)                  # the final measurement; flushes and closes the sinks
+
+A measurement flows one way: the scorer backend (``measure.run``) -> metrics and the seed comparison
+(``trajectory.observe``) -> the :class:`~crystalwatch.phases.PhaseTracker` -> :class:`~crystalwatch.records.Record`
+-> every sink. Errors never break training: each is reported once with its traceback (then one line each)
+and counted; ``strict=True`` raises. With several processes every rank measures in lockstep, the main
+process decides the adaptive cadence and writes, and a setup that failed on any rank stops measuring
+on every rank (one collective), so that no rank waits for another. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from crystalwatch.errors import CrystalwatchError
+from crystalwatch.files import write_atomic
+from crystalwatch.measure import Plan, plan, restored, run
+from crystalwatch.models import display_name
+from crystalwatch.phases import PhaseTracker
+from crystalwatch.records import Record, json_safe
+from crystalwatch.scoring.sharded import all_agree, broadcast, context
+from crystalwatch.seeds import SeedLibrary, load_or_build
+from crystalwatch.settings import CrystalWatchConfig
+from crystalwatch.sinks.base import RunInfo, Sink, tracker_names, tracker_sink
+from crystalwatch.sinks.console import ConsoleSink
+from crystalwatch.sinks.jsonl import JsonlSink
+from crystalwatch.tasks import load_tasks
+from crystalwatch.trajectory import RunSoFar, observe, resume_run
+
+logger = logging.getLogger("crystalwatch")
+
+
+class Monitor:
+    """Measures a model's phases during training; see the module docstring and docs/architecture.md."""
+
+    def __init__(self, seeds: str | Path | SeedLibrary | None = None, *, config: CrystalWatchConfig | None = None,
+                 sinks: Sequence[Sink] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 **settings: Any) -> None:  # fmt: skip
+        self.library: SeedLibrary | None = seeds if isinstance(seeds, SeedLibrary) else None
+        if isinstance(seeds, SeedLibrary):
+            settings.setdefault("seeds", seeds.provenance.get("path"))
+        elif seeds is not None:
+            settings["seeds"] = str(seeds)
+        self.config = config or CrystalWatchConfig.from_settings(settings)
+        # Everything that needs no model is checked now, before training starts: tasks, library, their match.
+        if self.library is None and self.config.seeds:
+            self.library = SeedLibrary.load(self.config.seeds)
+        self.tasks = load_tasks(self.config.tasks or (list(self.library.tasks) if self.library else None))
+        if self.library is not None:
+            self.library.check(self.tasks)
+        self.tracker = PhaseTracker(self.config.phases)
+        self.sinks: list[Sink] = list(sinks) if sinks is not None else []
+        self._explicit_sinks = sinks is not None
+        self._clock = clock  # the adaptive cadence's only source of time (tests pass a fake one)
+        self.errors = 0  # errors reported (not raised)
+        self.index = 0  # the next measurement's index in the run
+        self.last_step: int | None = None  # the last step measured (trainer steps, without step_offset)
+        self.records_written = 0  # records in the trajectory file (all runs), for resume
+        self.seconds = 0.0  # wall time spent measuring, writing and logging in this process
+        self.active = False  # set up and measuring
+        self.main = True
+        self.run_name = ""
+        self.model_name = ""
+        self.trajectory: Path | None = None
+        self.resumed: RunSoFar | None = None  # what the trajectory held for this run when it was continued
+        self._plan: Plan | None = None
+        self._tokenizer: Any = None
+        self._reported = False
+        self._train_seconds = 0.0  # training time since the last measurement (adaptive cadence)
+        self._measure_seconds = 0.0  # what the last measurement cost
+        self._mark: float | None = None  # end of the last monitor call (step() without seconds)
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def start(self, model: Any, tokenizer: Any, *, step: int = 0, output_dir: str | Path = ".",
+              report_to: str | Sequence[str] | None = None, run_name: str | None = None,
+              state: dict[str, Any] | None = None, measure: bool = True) -> bool:  # fmt: skip
+        """Set up for a run and (``measure=True``) measure ``step`` unless it is measured already.
+
+        ``state`` is a :meth:`state_dict` saved with the checkpoint the run resumes from: the trajectory is
+        cut back to it. ``report_to`` names the trackers (the config's ``report_to`` wins when set). Every
+        rank must call it; returns whether measuring is on (off when setup failed on any rank).
+        """
+        rank, _ = context()
+        self.main = rank == 0
+        ok = False
+        with self._guard("setting up"):
+            self._setup(model, tokenizer, step, Path(output_dir), report_to, run_name, state)
+            ok = True
+        self.active = all_agree(ok)
+        if ok and not self.active:
+            logger.warning("crystalwatch: setting up failed on another process; measuring is off on every "
+                           "process (training goes on)")  # fmt: skip
+        if self.active and measure and step != self.last_step:
+            self.measure(model, step)
+        self._mark = self._clock()
+        return self.active
+
+    def step(self, model: Any, step: int, *, seconds: float | None = None) -> list[Record]:
+        """Count ``seconds`` of training (default: the time since the monitor last returned) and measure
+        ``step`` if it is due: every ``every_n_steps``, or adaptively within the time ``budget``."""
+        now = self._clock()
+        self._train_seconds += seconds if seconds is not None else now - (self._mark or now)
+        records: list[Record] = []
+        if self.active and step != self.last_step and self._due(step):
+            records = self.measure(model, step)
+        self._mark = self._clock()
+        return records
+
+    def _due(self, step: int) -> bool:
+        """Fixed cadence, or adaptive: measure once the last measurement's cost is within ``budget`` of the
+        training time since. With several processes the main process decides and broadcasts."""
+        n = self.config.every_n_steps
+        if n is not None:
+            return n > 0 and step % n == 0
+        due = self._measure_seconds <= self.config.budget * self._train_seconds
+        return bool(broadcast(due))
+
+    def measure(self, model: Any, step: int, *, tokenizer: Any = None, label: str | None = None,
+                model_name: str | None = None) -> list[Record]:  # fmt: skip
+        """Measure now, write to every sink, and return the records (one per task; empty after an error).
+
+        ``tokenizer`` (a checkpoint with another tokenizer), ``label`` and ``model_name`` apply to this
+        measurement only; a ladder of checkpoints passes them for each one.
+        """
+        if not self.active or self._plan is None or self.library is None:
+            return []
+        start = self._clock()
+        records: list[Record] = []
+        with self._guard(f"measuring at step {step}"):
+            if tokenizer is not None and tokenizer is not self._tokenizer:
+                self._prepare(tokenizer)
+            cfg = self.config
+            with restored(model, self._tokenizer):
+                m = run(model, self._tokenizer, self._plan, estimator=cfg.estimator, samples=cfg.samples,
+                        batch_tokens=cfg.batch_tokens, model_name=model_name or self.model_name)  # fmt: skip
+            records = observe(m, self.library, self.tracker, step=step + cfg.step_offset, index=self.index,
+                              run=self.run_name, label=cfg.label if label is None else label,
+                              model=model_name or self.model_name)  # fmt: skip
+            self.index += 1
+            self.last_step = step
+        if records and self.main:
+            self._emit(records, step, self._clock() - start)  # trackers: the trainer's own step axis
+        self._measure_seconds = self._clock() - start
+        self._train_seconds = 0.0
+        self.seconds += self._measure_seconds
+        return records
+
+    def close(self, model: Any = None, step: int | None = None) -> None:
+        """Measure ``step`` if a model is given and it is not measured yet, then close every sink."""
+        if model is not None and step is not None and self.active and step != self.last_step:
+            self.measure(model, step)
+        for sink in self.sinks:
+            with self._guard(f"closing the {sink.name} sink"):
+                sink.close()
+
+    # -- state for checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Trajectory position, tracker (hysteresis counters, last consensus) and error count."""
+        return {"index": self.index, "last_step": self.last_step, "records_written": self.records_written,
+                "errors": self.errors, "tracker": self.tracker.state_dict(), "run": self.run_name}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.index, self.last_step = state["index"], state["last_step"]
+        self.records_written, self.errors = state["records_written"], state["errors"]
+        self.tracker = PhaseTracker.from_state_dict(state["tracker"])
+        self.run_name = state.get("run") or self.run_name
+
+    def save_state(self, folder: str | Path, name: str = "crystalwatch_state.json") -> None:
+        """Write :meth:`state_dict` into a checkpoint folder (main process; all or nothing)."""
+        import json
+
+        if self.main and self.active:
+            with self._guard("saving the monitor state"):
+                write_atomic(Path(folder) / name, json.dumps(self.state_dict()))
+
+    # -- internals --------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Report an error once with its traceback (then one line each), count it, and carry on."""
+        try:
+            yield
+        except Exception as err:
+            self.errors += 1
+            if self.config.strict:
+                raise
+            if not self._reported:
+                logger.warning("crystalwatch: error while %s (training continues; strict=True raises):\n%s",
+                               what, traceback.format_exc())  # fmt: skip
+                self._reported = True
+            else:
+                logger.warning("crystalwatch: error while %s: %s: %s", what, type(err).__name__, err)
+
+    def _prepare(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        cfg = self.config
+        self._plan = plan(tokenizer, self.tasks, kind=cfg.kind, terminators=cfg.terminators)
+        if self.library is not None and self.library.provenance.get("tokenizer_hash"):
+            self.library.check([], tokenizer)  # the tasks were checked when the monitor was made
+
+    def _setup(self, model: Any, tokenizer: Any, step: int, output_dir: Path, report_to: Any, run_name: str | None,
+               state: dict[str, Any] | None) -> None:  # fmt: skip
+        cfg = self.config
+        self._tokenizer = getattr(tokenizer, "tokenizer", None) or tokenizer  # a processor: its tokenizer
+        if self._tokenizer is None or model is None:
+            raise CrystalwatchError("the monitor needs the model and its tokenizer")
+        self.model_name = cfg.model or display_name(str(getattr(getattr(model, "config", None), "_name_or_path", "")))
+        out = output_dir / "crystalwatch"
+        with restored(model, self._tokenizer):
+            if self.library is None:
+                logger.warning("crystalwatch: no seed library given: building one from the starting model")
+                self.library = load_or_build(out / "seeds.json.gz" if self.main else None, model, self._tokenizer,
+                                             self.tasks, model_name=self.model_name or "starting model",
+                                             terminators=cfg.terminators)  # fmt: skip
+                cfg.seeds = self.library.provenance.get("path")
+            self._prepare(self._tokenizer)
+        self.run_name = cfg.run_name or run_name or self.run_name or output_dir.resolve().name
+        self.trajectory = Path(cfg.trajectory) if cfg.trajectory else out / "trajectory.jsonl"
+        if state is not None:
+            self._resume(state)
+        elif step > 0:
+            logger.warning("crystalwatch: starting at step %d without a saved monitor state: a new trajectory "
+                           "segment starts here", step)  # fmt: skip
+        elif self.main and self.trajectory.is_file():
+            self._continue()
+        self.index, self.last_step = broadcast((self.index, self.last_step))  # every rank decides alike
+        if self.main:
+            self._open_sinks(output_dir, report_to)
+
+    def _resume(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's state and drop records written after it (an abandoned future)."""
+        self.load_state_dict(state)
+        if self.main and self.trajectory is not None and self.trajectory.is_file():
+            text = self.trajectory.read_text(encoding="utf-8")
+            write_atomic(self.trajectory, "".join(text.splitlines(keepends=True)[: self.records_written]))
+
+    def _continue(self) -> None:
+        """A new stage writing into an existing trajectory of the same run: replay its records so that the
+        index, the tracker's states and hysteresis, and velocity continue where the last stage ended."""
+        assert self.trajectory is not None
+        so_far = self.resumed = resume_run(self.trajectory, self.run_name, self.tracker)
+        self.records_written = so_far.records
+        if so_far.last_step is not None:
+            self.index = so_far.next_index
+            if so_far.last_step == self.config.step_offset:  # that step is measured already (the last stage's end)
+                self.last_step = 0
+            logger.warning("crystalwatch: continuing run %r of %s after step %d", self.run_name, self.trajectory,
+                           so_far.last_step)  # fmt: skip
+
+    def _open_sinks(self, output_dir: Path, report_to: str | Sequence[str] | None) -> None:
+        cfg = self.config
+        assert self.trajectory is not None and self._plan is not None and self.library is not None
+        if not self._explicit_sinks:
+            self.sinks = [JsonlSink(self.trajectory)]
+            if cfg.console:
+                self.sinks.append(ConsoleSink())
+            options = dict(alerts=cfg.alerts, alert_states=cfg.alert_states,
+                           alert_min_interval_s=cfg.alert_min_interval_s, images=cfg.images)  # fmt: skip
+            for name in tracker_names(cfg.report_to if cfg.report_to is not None else report_to):
+                self.sinks.append(tracker_sink(name, **options))
+        lib = self.library
+        info = RunInfo(self.run_name, output_dir, json_safe(asdict(cfg)), lib.provenance.get("path"),
+                       lib.digest or None, lib.provenance.get("model"), cfg.label, self.trajectory)  # fmt: skip
+        for sink in self.sinks:
+            with self._guard(f"starting the {sink.name} sink"):
+                sink.start(info)
+        if cfg.console:
+            n = sum(len(r) for r in self._plan.requests.values())
+            cadence = f"every {cfg.every_n_steps} steps" if cfg.every_n_steps else "at begin and end only"
+            if cfg.every_n_steps is None:
+                cadence = f"adaptively (measuring <= {cfg.budget:.0%} of training time)"
+            sinks = ", ".join(s.name for s in self.sinks)
+            logger.warning("crystalwatch: %d tasks, %d %s prompts, measured %s -> %s (%s)", len(self._plan.tasks),
+                           n, self._plan.kind, cadence, self.trajectory, sinks)  # fmt: skip
+
+    def _emit(self, records: list[Record], step: int, seconds: float) -> None:
+        """Main process only: every sink in order, the trajectory first (so tracker trouble loses nothing)."""
+        extra = {"errors": float(self.errors), "measure_seconds": seconds}
+        for sink in self.sinks:
+            with self._guard(f"writing to the {sink.name} sink"):
+                sink.write(records, step, extra)
+                if isinstance(sink, JsonlSink):
+                    self.records_written += len(records)

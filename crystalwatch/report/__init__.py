@@ -1,0 +1,55 @@
+"""Render a trajectory (docs/trajectory.md) into PNG plots and a self-contained ``index.html``.
+
+The report shows a phase timeline of all tasks (one per run), then per task a plot of the metrics over steps
+(background shaded by phase state, transitions marked) and a bar chart of the last consensus against its nearest
+seed. Usage: ``render_report("run.jsonl", "report/")`` returns ``report/index.html``.
+
+Figures are built with :class:`matplotlib.figure.Figure` on the Agg canvas: no pyplot state, no display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crystalwatch.files import ensure_folder, write_atomic
+from crystalwatch.records import Record, read_trajectory  # noqa: F401  (Record: the type render_report reads)
+from crystalwatch.report.data import Runs, _group, _slugs
+from crystalwatch.report.figures import _plot_bars, _plot_task, _plot_timeline, bars_png
+from crystalwatch.report.html import page
+
+__all__ = ["bars_png", "render_report"]
+
+
+def render_report(trajectory: str | Path | list[dict], out_dir: str | Path, *, title: str | None = None) -> Path:
+    """Render PNGs + index.html for a trajectory (path or list of records); return the index.html path."""
+    records = list(trajectory) if isinstance(trajectory, list) else read_trajectory(trajectory)
+    if not records:
+        raise ValueError("the trajectory has no records: nothing to report (was the run measured at least once?)")
+    out = ensure_folder(out_dir)
+    tasks = _group(records)
+    run_names = list(dict.fromkeys(r["run"] for r in records))
+    images = _render_images(tasks, run_names, out)
+    index = out / "index.html"
+    write_atomic(index, page(records, tasks, images, run_names, title))
+    return index
+
+
+def _render_images(tasks: dict[str, Runs], run_names: list[str], out: Path) -> dict[str, Any]:
+    """Write every PNG; return their file names: {"timelines": {run: name}, "tasks": {task: {...}}, "slugs": ...}."""
+    slugs, run_slugs = _slugs(tasks), _slugs(run_names)
+    several = len(run_names) > 1
+    images: dict[str, Any] = {"slugs": slugs, "timelines": {}, "tasks": {}}
+    for run in run_names:  # one timeline per run: runs rarely share their steps
+        name = f"timeline-{run_slugs[run]}.png" if several else "timeline.png"
+        _plot_timeline({task: runs[run] for task, runs in tasks.items() if run in runs}, out / name, run)
+        images["timelines"][run] = name
+    for task, runs in tasks.items():
+        plot = f"task-{slugs[task]}.png"
+        _plot_task(task, runs, out / plot)
+        bars = {}
+        for run, recs in runs.items():
+            bars[run] = f"bars-{slugs[task]}--{run_slugs[run]}.png" if several else f"bars-{slugs[task]}.png"
+            _plot_bars(task, run if several else None, recs[-1], out / bars[run])
+        images["tasks"][task] = {"plot": plot, "bars": bars}
+    return images

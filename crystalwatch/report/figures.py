@@ -1,0 +1,220 @@
+"""The report's figures: per-task metric panels shaded by state, the phase timeline, consensus-vs-seed bars.
+
+Figures are built with :class:`matplotlib.figure.Figure` on the Agg canvas: no pyplot state, no display.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.transforms import blended_transform_factory
+from PIL import Image
+
+from crystalwatch.files import write_atomic
+from crystalwatch.phases import state_names
+from crystalwatch.report.data import (
+    DPI,
+    MISSING_COLOUR,
+    PANELS,
+    TOP_OUTCOMES,
+    Runs,
+    _colour,
+    _num,
+    _series,
+    _step_labels,
+    _text,
+)
+
+
+def _save(fig: Figure, path: Path | IO[bytes]) -> None:
+    """Write a small PNG: Agg render, then an adaptive palette (flat plots lose nothing visible, ~3x smaller)."""
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.clear()
+    png = io.BytesIO()
+    with Image.open(buffer) as img:
+        img.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(png, format="PNG", optimize=True)
+    if isinstance(path, Path):
+        write_atomic(path, png.getvalue())
+    else:
+        path.write(png.getvalue())
+
+
+def _state_legend(fig: Figure, states, **kwargs) -> None:
+    handles = [Patch(facecolor=_colour(s), edgecolor="#555555", label=_text(s)) for s in states]
+    fig.legend(handles=handles, title="state", fontsize=8, title_fontsize=8, frameon=False, **kwargs)
+
+
+def _set_step_ticks(ax, labels: dict[float, str], has_labels: bool) -> None:
+    if not has_labels or len(labels) > 25:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        return
+    ax.set_xticks(list(labels), [_text(v) for v in labels.values()])
+    if len(labels) > 8 or max(len(v) for v in labels.values()) > 5:
+        ax.tick_params(axis="x", labelrotation=35)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+
+
+def _shade(ax, recs: list[dict[str, Any]]) -> None:
+    """Background spans coloured by state, each centred on its measurement."""
+    steps = [float(r["step"]) for r in recs]
+    gaps = np.diff(steps) if len(steps) > 1 else np.array([1.0])
+    edges = [steps[0] - gaps[0] / 2, *(s + g / 2 for s, g in zip(steps, gaps)), steps[-1] + gaps[-1] / 2]
+    start = 0
+    for i in range(1, len(recs) + 1):  # one span per stretch of equal states
+        if i == len(recs) or recs[i]["state"] != recs[start]["state"]:
+            ax.axvspan(edges[start], edges[i], color=_colour(recs[start]["state"]), alpha=0.35, lw=0, zorder=0)
+            start = i
+
+
+def _mark_events(ax, recs: list[dict[str, Any]], *, text: bool, colour: str, prefix: str) -> None:
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    for r in recs:
+        for e in r.get("events") or []:
+            ax.axvline(r["step"], color=colour, lw=1, ls="--", zorder=1)
+            if text:
+                ax.text(r["step"], 0.97, prefix + _text(e.get("to")), transform=trans, rotation=90, va="top",
+                        ha="center", fontsize=7, color="#222222", zorder=4,
+                        bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1})  # fmt: skip
+
+
+def _plot_panel(ax, runs: Runs, panel: tuple[str, str, str | None, bool], *, top: bool, first: bool) -> None:
+    """One metric panel: a line per run (secondary metric dashed), states and events behind."""
+    name, primary, secondary, log = panel
+    single = len(runs) == 1
+    plotted = False
+    for i, (run, recs) in enumerate(runs.items()):
+        steps = [r["step"] for r in recs]
+        colours = ("C0", "C1") if single else (f"C{i % 10}",) * 2
+        for metric, colour, style in ((primary, colours[0], "-"), (secondary, colours[1], "--")):
+            values = _series(recs, metric) if metric else np.array([np.nan])
+            if np.isnan(values).all():
+                continue
+            label = metric if single else (_text(run) if metric == primary else None)
+            ms = 3.5 if len(steps) <= 60 else 1.5
+            ax.plot(steps, values, style, marker="o", ms=ms, color=colour, label=label, zorder=2)
+            plotted = True
+            if log and (values > 0).any():
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(ScalarFormatter())
+                positive = values[values > 0]
+                narrow = positive.max() / positive.min() < 10  # within a decade: label the minor ticks too
+                ax.yaxis.set_minor_formatter(ScalarFormatter() if narrow else NullFormatter())
+        if single:
+            _shade(ax, recs)
+        else:
+            ax.scatter(steps, _series(recs, primary), c=[_colour(r["state"]) for r in recs], s=18, zorder=3,
+                       edgecolors="#333333", linewidths=0.5)  # fmt: skip
+        _mark_events(ax, recs, text=top, colour="#333333" if single else colours[0],
+                     prefix="" if single else f"{_text(run)}: ")  # fmt: skip
+    if not plotted:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#555555",
+                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})  # fmt: skip
+    elif secondary if single else first:  # one run: name the two metrics; several: name the runs once
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    ax.set_title(name, fontsize=10)
+    ax.grid(alpha=0.3, zorder=1)
+
+
+def _plot_task(task: str, runs: Runs, path: Path) -> None:
+    fig = Figure(figsize=(10, 6.4), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    everything = [r for recs in runs.values() for r in recs]
+    labels = _step_labels(everything)
+    has_labels = any(r.get("label") for r in everything)
+    for i, (ax, panel) in enumerate(zip(axes, PANELS)):
+        _plot_panel(ax, runs, panel, top=i < 2, first=i == 0)
+        _set_step_ticks(ax, labels, has_labels)
+    for ax in axes[2:]:
+        ax.set_xlabel("step", fontsize=9)
+    fig.suptitle(_text(task), fontsize=12, fontweight="bold")
+    states = dict.fromkeys(r["state"] for r in everything)
+    _state_legend(fig, states, loc="outside lower center", ncols=len(states))
+    _save(fig, path)
+
+
+def _plot_timeline(tasks: dict[str, list[dict[str, Any]]], path: Path, run: str) -> None:
+    """One run's phases: rows = tasks, columns = steps, cells coloured by state (white: not measured)."""
+    everything = [r for recs in tasks.values() for r in recs]
+    labels = _step_labels(everything)
+    column = {step: i for i, step in enumerate(labels)}
+    known = state_names()
+    states = [*known, *sorted({r["state"] for r in everything} - set(known))]
+    code = {s: i + 1 for i, s in enumerate(states)}  # 0 = no measurement
+    rows = np.zeros((len(tasks), len(column)), dtype=int)
+    for row, recs in zip(rows, tasks.values()):
+        for r in recs:
+            row[column[r["step"]]] = code[r["state"]]
+    names = [_text(task) for task in tasks]
+    cmap = ListedColormap([MISSING_COLOUR, *(_colour(s) for s in states)])
+    height = 1.6 + 0.26 * len(rows)
+    fig = Figure(figsize=(10, height), layout="constrained")
+    ax = fig.subplots()
+    ax.pcolormesh(rows, cmap=cmap, vmin=0, vmax=len(states), edgecolors="white", lw=0.5 if len(column) <= 60 else 0)
+    ax.hlines(np.arange(1, len(rows)), 0, len(column), color="white", lw=2)  # separate the tasks
+    ax.set_yticks(np.arange(len(rows)) + 0.5, names, fontsize=8)
+    ax.invert_yaxis()
+    stride = max(1, math.ceil(len(labels) / 20))
+    ticks = list(labels.values())[::stride]
+    ax.set_xticks(np.arange(0, len(labels), stride) + 0.5, [_text(t) for t in ticks], fontsize=8)
+    if max(len(t) for t in ticks) > 5 or len(ticks) > 10:
+        ax.tick_params(axis="x", labelrotation=35)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+    ax.set_xlabel("measurement (step or label)", fontsize=9)
+    ax.set_title(_text(f"phase timeline: {run}"), fontsize=11, fontweight="bold")
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    present = [s for s in states if any(r["state"] == s for r in everything)]
+    _state_legend(fig, present, loc="outside right upper")
+    _save(fig, path)
+
+
+def _plot_bars(task: str, run: str | None, record: dict[str, Any], path: Path | IO[bytes]) -> None:
+    """Last consensus vs the nearest seed's centroid, horizontal bars over (the top) outcomes."""
+    outcomes = [str(o) for o in record["outcomes"]]
+    consensus = np.array([_num(v) for v in record["consensus"]])
+    centroid = record.get("seed_centroid")
+    seed = np.array([_num(v) for v in centroid]) if centroid and len(centroid) == len(outcomes) else None
+    top = np.nan_to_num(np.fmax(consensus, seed) if seed is not None else consensus)
+    keep = np.arange(len(outcomes))
+    if len(outcomes) > TOP_OUTCOMES:
+        keep = np.argsort(-top, kind="stable")[:TOP_OUTCOMES]
+    n = len(keep)
+    fig = Figure(figsize=(6.4, 1.5 + 0.32 * n), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)
+    width = 0.4 if seed is not None else 0.7
+    shift = width / 2 if seed is not None else 0.0
+    ax.barh(y - shift, consensus[keep], height=width, color="#3182bd", label="consensus")
+    if seed is not None:
+        ax.barh(y + shift, seed[keep], height=width, color="#fd8d3c", label=f"seed {_text(record.get('seed'))}")
+    ax.set_yticks(y, [_text(outcomes[i]) for i in keep], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("probability", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.8)
+    shown = f"top {n} of {len(outcomes)} outcomes" if n < len(outcomes) else f"{n} outcomes"
+    where = f"step {record['step']}" + (f" ({record['label']})" if record.get("label") else "")
+    head = f"{task} · {run}" if run else task
+    ax.set_title(_text(f"{head}: {where}, {shown}"), fontsize=9, loc="left")
+    _save(fig, path)
+
+
+def bars_png(task: str, record: dict[str, Any], run: str | None = None) -> bytes:
+    """The bar chart of one trajectory record (consensus vs nearest seed) as PNG bytes (used by the W&B sink)."""
+    buffer = io.BytesIO()
+    _plot_bars(task, run, record, buffer)
+    return buffer.getvalue()

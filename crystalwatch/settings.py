@@ -1,0 +1,77 @@
+"""The settings of the Monitor and the callback: one dataclass, checked when made (no model needed).
+
+Every field is documented in docs/callback.md; recipes read their ``crystalwatch_*`` YAML keys from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from crystalwatch.errors import CrystalwatchError, check_choice, check_int, check_number, did_you_mean
+from crystalwatch.measure import check_settings
+from crystalwatch.phases import STATES, PhaseConfig
+from crystalwatch.sinks.base import tracker_names
+
+
+@dataclass
+class CrystalWatchConfig:
+    """Settings of the :class:`Monitor` and the callback (all JSON-serialisable; logged to the trackers)."""
+
+    seeds: str | None = None  # seed library file; None: build one from the starting model when the run starts
+    tasks: list[str] | None = None  # task ids or YAML paths; None: the library's tasks (all 15 when built here)
+    every_n_steps: int | None = None  # measure every N optimizer steps; None: adaptive (budget); 0: begin/end only
+    budget: float = 0.02  # adaptive cadence: measuring time / training time between measurements
+    kind: str | None = None  # "chat" | "completion"; None: chat when the tokenizer has a chat template
+    estimator: str = "exact"  # a scorer backend: "exact" | "sampled" (crystalwatch.scoring.backend)
+    terminators: str = "boundary"  # "eot" | "line" | "boundary" (docs/scoring.md)
+    samples: int = 200  # generations per prompt for the sampled estimator
+    batch_tokens: int = 4096  # tokens per scorer forward (memory vs speed)
+    label: str = ""  # stage label stored in every record (e.g. "sft", "dpo")
+    step_offset: int = 0  # added to the trainer's step in the records: stage 2 of a chain continues stage 1's axis
+    run_name: str | None = None  # default: the tracker run's name, else the output folder's name
+    model: str | None = None  # the model's name in the records; default: the reference it was loaded by
+    trajectory: str | None = None  # default: <output_dir>/crystalwatch/trajectory.jsonl
+    report_to: str | list[str] | None = None  # trackers; None: the Trainer's args.report_to (Monitor: none)
+    alerts: bool = True  # tracker alerts (W&B) on transitions into alert_states
+    alert_states: tuple[str, ...] = ("nucleated", "foreign")
+    alert_min_interval_s: float = 300.0
+    images: bool = True  # consensus-vs-seed bar images in the trackers that show images
+    console: bool = True  # one line per transition on the console
+    strict: bool = False  # raise errors instead of reporting them
+    phases: PhaseConfig = field(default_factory=PhaseConfig)
+
+    def __post_init__(self) -> None:
+        """Check every setting that needs no model; errors name the setting and say what is allowed."""
+        if isinstance(self.phases, dict):
+            _known_keys("phases", self.phases, PhaseConfig)
+            self.phases = PhaseConfig(**self.phases)
+        if not isinstance(self.phases, PhaseConfig):
+            raise CrystalwatchError(f"phases must be a PhaseConfig or a dict of its fields, got {self.phases!r}")
+        if isinstance(self.tasks, str):
+            self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
+        if self.tasks is not None and not self.tasks:
+            raise CrystalwatchError("tasks is empty: name task ids or YAML paths, or pass None for the library's")
+        if self.every_n_steps is not None:
+            check_int("every_n_steps", self.every_n_steps, 0)
+        check_number("budget", self.budget, 0, 1, open_low=True, open_high=True)
+        check_settings(kind=self.kind, estimator=self.estimator, terminators=self.terminators,
+                       samples=self.samples, batch_tokens=self.batch_tokens)  # fmt: skip
+        check_int("step_offset", self.step_offset, 0)
+        check_number("alert_min_interval_s", self.alert_min_interval_s, 0, float("inf"))
+        self.alert_states = tuple(check_choice("alert_states", s, STATES) for s in self.alert_states)
+        tracker_names(self.report_to)  # unknown trackers fail here
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> CrystalWatchConfig:
+        """A config from keyword settings; an unknown setting is an error with a suggestion."""
+        _known_keys("CrystalWatchCallback", settings, cls)
+        return cls(**settings)
+
+
+def _known_keys(where: str, given: dict[str, Any], cls: type) -> None:
+    known = [f.name for f in fields(cls)]
+    for key in given:
+        if key not in known:
+            raise CrystalwatchError(f"{where}: unknown setting {key!r}{did_you_mean(key, known)} "
+                                    f"(the settings: {', '.join(known)}; docs/callback.md)")  # fmt: skip

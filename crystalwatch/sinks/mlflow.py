@@ -1,0 +1,50 @@
+"""The MLflow sink: ``crystal/*`` metrics at the global step, the settings as parameters, the trajectory as
+an artifact at the end.
+
+The Trainer's MLflow callback starts the run (``report_to="mlflow"``); in a loop of your own, start one
+with ``mlflow.start_run`` first, or the sink starts one named after the crystalwatch run and ends it when
+closed. The tracking URI is MLflow's own (``$MLFLOW_TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from crystalwatch.records import Record
+from crystalwatch.sinks.base import RunInfo
+from crystalwatch.sinks.scalars import scalars
+
+PARAM_LIMIT = 500  # MLflow parameter values are short strings
+
+
+class MLflowSink:
+    """Logs every measurement's scalars to the active MLflow run; see the module docstring."""
+
+    name = "mlflow"
+
+    def __init__(self, **_: Any) -> None:
+        self._owned = False
+        self._trajectory: Path | None = None
+
+    def start(self, run: RunInfo) -> None:
+        if mlflow.active_run() is None:
+            mlflow.start_run(run_name=run.name)
+            self._owned = True
+        self._trajectory = run.trajectory
+        params = {f"crystalwatch.{k}": str(v)[:PARAM_LIMIT] for k, v in run.config.items() if v not in (None, "")}
+        params["crystalwatch.seed_library_digest"] = str(run.library_digest)
+        mlflow.log_params(params)
+
+    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in scalars(records, extra).items()}, step=int(step))
+
+    def close(self) -> None:
+        if mlflow.active_run() is not None and self._trajectory is not None and self._trajectory.is_file():
+            mlflow.log_artifact(str(self._trajectory), artifact_path="crystalwatch")
+        if self._owned:
+            mlflow.end_run()
+            self._owned = False

@@ -1,0 +1,87 @@
+"""The scalars every tracker logs for one measurement, under the same keys (docs/wandb.md).
+
+* ``crystal/<task>/<metric>`` for every finite metric, ``crystal/<task>/state`` (the state's stable code
+  from :data:`crystalwatch.phases.STATE_TABLE`, -1 for an unknown state), ``crystal/<task>/top_prob``;
+* ``crystal/summary/<state>`` (tasks per state, every state of the table, zeros included),
+  ``crystal/summary/transitions`` and the caller's extras (errors, measure_seconds) under ``crystal/summary/``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from crystalwatch.phases import state_code, state_names
+from crystalwatch.records import Record
+
+PREFIX = "crystal"
+SUMMARY = f"{PREFIX}/summary"
+TABLE_COLUMNS = (
+    "step", "label", "task", "state", "candidate", "seed",
+    "seed_distance", "temperature", "tempered_distance", "collapse", "entropy", "coverage",
+)  # fmt: skip
+TABLE_METRICS = TABLE_COLUMNS[6:]
+
+
+def number(value: Any) -> float | None:
+    """A finite float, or None for null, NaN, inf, booleans and non-numbers."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def task_scalars(record: Record) -> dict[str, float | int]:
+    """``crystal/<task>/...`` scalars of one record: its finite metrics, state code and top probability."""
+    base = f"{PREFIX}/{record.task}"
+    out: dict[str, float | int] = {}
+    for name, value in (record.metrics or {}).items():
+        x = number(value)
+        if x is not None:
+            out[f"{base}/{name}"] = x
+    out[f"{base}/state"] = state_code(record.state)
+    probs = [p for p in map(number, record.consensus or ()) if p is not None]
+    if probs:
+        out[f"{base}/top_prob"] = max(probs)
+    return out
+
+
+def summary_scalars(records: Sequence[Record], extra: dict[str, Any] | None = None) -> dict[str, float | int]:
+    """``crystal/summary/...``: tasks per state (every state of the table), transitions, the caller's extras."""
+    counts = Counter(r.state for r in records)
+    out: dict[str, float | int] = {f"{SUMMARY}/{s}": counts.pop(s, 0) for s in state_names()}
+    out.update({f"{SUMMARY}/{s}": n for s, n in counts.items() if isinstance(s, str)})
+    out[f"{SUMMARY}/transitions"] = sum(len(r.events or ()) for r in records)
+    for key, value in (extra or {}).items():
+        x = number(value)
+        if x is not None:
+            out[f"{SUMMARY}/{key}"] = x
+    return out
+
+
+def scalars(records: Sequence[Record], extra: dict[str, Any] | None = None) -> dict[str, float | int]:
+    """Every scalar of one measurement: each task's, then the summary."""
+    out: dict[str, float | int] = {}
+    for record in records:
+        out.update(task_scalars(record))
+    out.update(summary_scalars(records, extra))
+    return out
+
+
+def table_row(record: Record) -> list[Any]:
+    """One phase-table row, in :data:`TABLE_COLUMNS` order (null metrics stay None)."""
+    metrics = record.metrics or {}
+    text = [record.candidate, record.seed]
+    return [
+        int(record.step),
+        str(record.label or ""),
+        str(record.task),
+        str(record.state),
+        *(None if t is None else str(t) for t in text),
+        *(number(metrics.get(m)) for m in TABLE_METRICS),
+    ]

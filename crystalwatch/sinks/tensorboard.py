@@ -1,0 +1,80 @@
+"""The TensorBoard sink: ``crystal/*`` scalars, the consensus-vs-seed bars and the phase table, per step.
+
+It writes its own event files under ``<output_dir>/runs/crystalwatch`` (``$TENSORBOARD_LOGGING_DIR`` when
+set, as the Trainer's TensorBoard callback does), so TensorBoard shows crystalwatch as a run beside the
+Trainer's. Scalars use the keys of :mod:`crystalwatch.sinks.scalars` at the global step; the bars are
+images ``crystal/<task>/bars``; the measurement's rows of the phase table are markdown text
+``crystal/phase_table``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from crystalwatch.records import Record
+from crystalwatch.sinks.base import RunInfo
+from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, scalars, table_row
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def phase_table_markdown(records: Sequence[Record]) -> str:
+    """One measurement's phase-table rows as a markdown table."""
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(_cell(v) for v in table_row(r)) + " |" for r in records]
+    return "\n".join(lines)
+
+
+class TensorBoardSink:
+    """Writes every measurement into TensorBoard event files; see the module docstring."""
+
+    name = "tensorboard"
+
+    def __init__(self, *, images: bool = True, log_dir: str | Path | None = None, **_: Any) -> None:
+        self.images = images
+        self.log_dir = Path(log_dir) if log_dir else None
+        self._writer: Any = None
+
+    def start(self, run: RunInfo) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.log_dir is None:
+            root = os.environ.get("TENSORBOARD_LOGGING_DIR")
+            self.log_dir = (Path(root).expanduser() if root else run.output_dir / "runs") / "crystalwatch"
+        self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        self._writer.add_text(f"{PREFIX}/config", f"run {run.name}, seed library {run.library_digest} "
+                              f"(base {run.library_model})", 0)  # fmt: skip
+
+    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+        if self._writer is None:
+            return
+        for key, value in scalars(records, extra).items():
+            self._writer.add_scalar(key, value, step)
+        if self.images:
+            for record in records:
+                if record.consensus:
+                    self._writer.add_image(f"{PREFIX}/{record.task}/bars", _png_array(record), step,
+                                           dataformats="HWC")  # fmt: skip
+        self._writer.add_text(f"{PREFIX}/phase_table", phase_table_markdown(records), step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _png_array(record: Record) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    from crystalwatch.report.figures import bars_png
+
+    with Image.open(io.BytesIO(bars_png(str(record.task), record, record.run))) as img:
+        return np.asarray(img.convert("RGB"))

@@ -1,0 +1,42 @@
+"""The trackio sink: ``crystal/*`` scalars into the current trackio run, at the global step.
+
+The Trainer's trackio callback starts the run (``report_to="trackio"``); in a loop of your own, call
+``trackio.init`` first, or the sink starts a run named after the crystalwatch run in project
+``crystalwatch`` (``$TRACKIO_PROJECT`` when set) and finishes it when closed. Data stay local
+(``$TRACKIO_DIR``) unless trackio is told to sync.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import trackio
+
+from crystalwatch.records import Record
+from crystalwatch.sinks.base import RunInfo
+from crystalwatch.sinks.scalars import scalars
+
+
+class TrackioSink:
+    """Logs every measurement's scalars to trackio; see the module docstring."""
+
+    name = "trackio"
+
+    def __init__(self, **_: Any) -> None:
+        self._owned = False
+
+    def start(self, run: RunInfo) -> None:
+        if trackio.context_vars.current_run.get() is None:
+            trackio.init(project=os.environ.get("TRACKIO_PROJECT", "crystalwatch"), name=run.name,
+                         config={"crystalwatch": run.config})  # fmt: skip
+            self._owned = True
+
+    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+        trackio.log(dict(scalars(records, extra)), step=int(step))
+
+    def close(self) -> None:
+        if self._owned:
+            trackio.finish()
+            self._owned = False

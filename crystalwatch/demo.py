@@ -173,7 +173,6 @@ def _stage(name: str, trainer_cls: type, args: Any, data_file: Path, model: Any,
     from datasets import load_dataset
 
     from crystalwatch.sinks.base import grouped
-    from crystalwatch.sinks.wandb import finish_run
 
     start = time.perf_counter()
     data = load_dataset("json", data_files=str(data_file), split="train")
@@ -182,7 +181,11 @@ def _stage(name: str, trainer_cls: type, args: Any, data_file: Path, model: Any,
                               peft_config=_lora(cfg),
                               callbacks=_callbacks(library, cfg, trajectory, name, offset, progress))  # fmt: skip
         trainer.train()
-    run_dir = finish_run() if "wandb" in (args.report_to or []) else None  # only the run this stage started
+    run_dir = None
+    if "wandb" in (args.report_to or []):  # finish only the run this stage started
+        from crystalwatch.sinks.wandb import finish_run
+
+        run_dir = finish_run()
     seconds = time.perf_counter() - start
     return trainer.model.merge_and_unload(), StageResult(name, trainer.state.global_step, seconds, run_dir)
 

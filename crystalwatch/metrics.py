@@ -7,9 +7,6 @@ Conventions: a distribution matrix ``P`` has one row per prompt variant and one 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
-from scipy.stats import entropy as _entropy
 
 
 def normalized_entropy(p: np.ndarray) -> np.ndarray:
@@ -18,7 +15,10 @@ def normalized_entropy(p: np.ndarray) -> np.ndarray:
     k = p.shape[-1]
     if k < 2:
         raise ValueError("entropy needs at least two outcomes")
-    return np.clip(_entropy(p, axis=-1) / np.log(k), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = p / p.sum(axis=-1, keepdims=True)  # a row that is all zeros or has a NaN gives NaN, as it should
+        h = -np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), np.where(np.isnan(q), np.nan, 0.0)), axis=-1)
+    return np.clip(h / np.log(k), 0.0, 1.0)
 
 
 def jsd(p: np.ndarray, q: np.ndarray) -> float:
@@ -43,13 +43,13 @@ def jsd_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def pairwise_jsd(p: np.ndarray) -> np.ndarray:
     """Symmetric [V, V] matrix of Jensen-Shannon divergences (bits) between the rows of ``p``."""
+    from scipy.spatial.distance import pdist, squareform  # scipy's JS distance is sqrt(JSD in nats)
+
     p = np.asarray(p, dtype=float)
-    v = len(p)
-    out = np.zeros((v, v))
-    for i in range(v):
-        for j in range(i + 1, v):
-            out[i, j] = out[j, i] = jsd(p[i], p[j])
-    return out
+    if len(p) < 2:
+        return np.zeros((len(p), len(p)))
+    distance = np.nan_to_num(pdist(p, "jensenshannon"), nan=0.0)  # nan: sqrt of a rounding-negative 0
+    return np.clip(squareform(distance**2 / np.log(2)), 0.0, 1.0)
 
 
 def entropy(p: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -113,7 +113,8 @@ def temper(p: np.ndarray, temperature: float) -> np.ndarray:
     """The tempered distribution p^(1/T) / Z (T < 1 sharpens, T > 1 flattens); zeros stay zero."""
     with np.errstate(divide="ignore"):
         logp = np.log(np.asarray(p, dtype=float)) / temperature
-    return np.exp(logp - logsumexp(logp))
+    top = logp.max()
+    return np.exp(logp - (top + np.log(np.exp(logp - top).sum())))
 
 
 TEMPERATURE_BOUNDS = (0.02, 50.0)  # the fit's range; a fit at an end means "this sharp/flat or more"
@@ -154,6 +155,8 @@ def fit_temperature(
     a small tempered distance; mass moved to other outcomes leaves the tempered distance large.
     """
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    from scipy.optimize import minimize_scalar  # imported here: reading trajectories needs no scipy
+
     res = minimize_scalar(lambda x: jsd(target, temper(seed, float(np.exp(x)))), bounds=(lo, hi), method="bounded",
                           options={"xatol": 1e-4})  # fmt: skip
     best_x, best = float(res.x), float(res.fun)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crystalwatch.records import Record, TrajectoryError
+from crystalwatch.records import Record, TrajectoryError, read_trajectory
 from crystalwatch.report import render_report
 from crystalwatch.sinks.jsonl import TrajectoryWriter
 
@@ -146,3 +147,14 @@ def test_errors(tmp_path):
     (tmp_path / "bad.jsonl").write_text("not json\n{}\n", encoding="utf-8")
     with pytest.raises(TrajectoryError):
         render_report(tmp_path / "bad.jsonl", tmp_path)
+
+
+@pytest.mark.parametrize("committed", ["docs/demo/trajectory.jsonl", "docs/real/ladder.jsonl"])
+def test_committed_trajectories_still_load_and_render(committed, tmp_path):
+    """Files written before the Record type existed read and render unchanged."""
+    path = Path(__file__).parent.parent / committed
+    records = read_trajectory(path)
+    index = render_report(path, tmp_path)
+    html = index.read_text()
+    assert all(r.task in html for r in records) and (tmp_path / "timeline.png").stat().st_size > 1000
+    assert [json.loads(line)["consensus"] for line in path.read_text().splitlines()] == [r.consensus for r in records]

@@ -26,11 +26,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from crystalwatch import build_seed_library, load_model, measure  # noqa: E402
+from crystalwatch.ladder import measure_ladder  # noqa: E402
 from crystalwatch.models import cache_dir, fingerprint  # noqa: E402
 from crystalwatch.phases import PhaseConfig  # noqa: E402
 from crystalwatch.report import render_report  # noqa: E402
 from crystalwatch.seeds import CrossModelWarning  # noqa: E402
-from crystalwatch.ladder import measure_ladder  # noqa: E402
 from crystalwatch.trajectory import one_shot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

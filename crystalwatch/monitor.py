@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +36,7 @@ from crystalwatch.measure import Plan, plan, restored, run
 from crystalwatch.models import display_name
 from crystalwatch.phases import PhaseTracker
 from crystalwatch.records import Record, json_safe
-from crystalwatch.scoring.sharded import all_agree, broadcast, context
+from crystalwatch.scoring.sharded import all_agree, broadcast, check_engine, context
 from crystalwatch.seeds import SeedLibrary, load_or_build
 from crystalwatch.settings import CrystalWatchConfig
 from crystalwatch.sinks.base import RunInfo, Sink, tracker_names, tracker_sink
@@ -60,11 +61,20 @@ class Monitor:
             settings["seeds"] = str(seeds)
         self.config = config or CrystalWatchConfig.from_settings(settings)
         # Everything that needs no model is checked now, before training starts: tasks, library, their match.
-        if self.library is None and self.config.seeds:
-            self.library = SeedLibrary.load(self.config.seeds)
-        self.tasks = load_tasks(self.config.tasks or (list(self.library.tasks) if self.library else None))
-        if self.library is not None:
-            self.library.check(self.tasks)
+        # Under a multi-process launch a file may be missing on one node only: that error waits for start(),
+        # where the ranks agree, so that no rank trains on alone and the others do not crash.
+        self.tasks: list[Any] = []
+        self._deferred: CrystalwatchError | None = None
+        try:
+            if self.library is None and self.config.seeds:
+                self.library = SeedLibrary.load(self.config.seeds)
+            self.tasks = load_tasks(self.config.tasks or (list(self.library.tasks) if self.library else None))
+            if self.library is not None:
+                self.library.check(self.tasks)
+        except CrystalwatchError as err:
+            if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+                raise
+            self._deferred = err
         self.tracker = PhaseTracker(self.config.phases)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else []
         self._explicit_sinks = sinks is not None
@@ -99,14 +109,20 @@ class Monitor:
         """
         rank, _ = context()
         self.main = rank == 0
-        ok = False
-        with self._guard("setting up"):
-            self._setup(model, tokenizer, step, Path(output_dir), report_to, run_name, state)
-            ok = True
-        self.active = all_agree(ok)
-        if ok and not self.active:
-            logger.warning("crystalwatch: setting up failed on another process; measuring is off on every "
-                           "process (training goes on)")  # fmt: skip
+        out = Path(output_dir)
+        # Each stage ends with every rank agreeing (one collective), so a failure on one rank turns measuring
+        # off everywhere instead of leaving the others waiting in a collective it never joins.
+        self.active = self._agreed("setting up", lambda: self._setup(model, tokenizer, out, run_name))
+        if self.active and self.library is None:
+            path = out / "crystalwatch" / "seeds.json.gz"
+            exists = bool(broadcast(path.is_file()))  # the main process decides: load it, or all ranks build
+            self.active = self._agreed("building the seed library", lambda: self._library_for(model, path, exists))
+        if self.active:
+            with self._guard("finding the run's position in its trajectory"):
+                self._position(step, state)
+            self.index, self.last_step = broadcast((self.index, self.last_step))  # every rank decides alike
+            if self.main:
+                self._open_sinks(out, report_to)
         if self.active and measure and step != self.last_step:
             self.measure(model, step)
         self._mark = self._clock()
@@ -214,24 +230,47 @@ class Monitor:
         if self.library is not None and self.library.provenance.get("tokenizer_hash"):
             self.library.check([], tokenizer)  # the tasks were checked when the monitor was made
 
-    def _setup(self, model: Any, tokenizer: Any, step: int, output_dir: Path, report_to: Any, run_name: str | None,
-               state: dict[str, Any] | None) -> None:  # fmt: skip
+    def _agreed(self, what: str, work: Callable[[], None]) -> bool:
+        """Run ``work`` guarded; True when it succeeded on every rank (a collective)."""
+        ok = False
+        with self._guard(what):
+            work()
+            ok = True
+        agreed = all_agree(ok)
+        if not agreed:
+            where = "this process" if not ok else "another process"
+            logger.warning("crystalwatch: %s failed on %s; measuring is off on every process and training goes on",
+                           what, where)  # fmt: skip
+        return agreed
+
+    def _setup(self, model: Any, tokenizer: Any, output_dir: Path, run_name: str | None) -> None:
+        """Everything local (no collective): checks, names, the tokenised plan, the trajectory path."""
         cfg = self.config
+        if self._deferred is not None:
+            raise self._deferred
+        check_engine(model)  # FSDP v1: refused here, on every rank alike
         self._tokenizer = getattr(tokenizer, "tokenizer", None) or tokenizer  # a processor: its tokenizer
         if self._tokenizer is None or model is None:
             raise CrystalwatchError("the monitor needs the model and its tokenizer")
         self.model_name = cfg.model or display_name(str(getattr(getattr(model, "config", None), "_name_or_path", "")))
-        out = output_dir / "crystalwatch"
-        with restored(model, self._tokenizer):
-            if self.library is None:
-                logger.warning("crystalwatch: no seed library given: building one from the starting model")
-                self.library = load_or_build(out / "seeds.json.gz" if self.main else None, model, self._tokenizer,
-                                             self.tasks, model_name=self.model_name or "starting model",
-                                             terminators=cfg.terminators)  # fmt: skip
-                cfg.seeds = self.library.provenance.get("path")
-            self._prepare(self._tokenizer)
+        self._prepare(self._tokenizer)
         self.run_name = cfg.run_name or run_name or self.run_name or output_dir.resolve().name
-        self.trajectory = Path(cfg.trajectory) if cfg.trajectory else out / "trajectory.jsonl"
+        self.trajectory = Path(cfg.trajectory) if cfg.trajectory else output_dir / "crystalwatch" / "trajectory.jsonl"
+
+    def _library_for(self, model: Any, path: Path, exists: bool) -> None:
+        """No library given: the one an earlier start saved, or one built from the starting model (every rank
+        scores, in lockstep; the main process saves it)."""
+        if not exists:
+            logger.warning("crystalwatch: no seed library given: building one from the starting model")
+        with restored(model, self._tokenizer):
+            self.library = load_or_build(path if (exists or self.main) else None, model, self._tokenizer, self.tasks,
+                                         model_name=self.model_name or "starting model",
+                                         terminators=self.config.terminators)  # fmt: skip
+        self.config.seeds = self.library.provenance.get("path")
+
+    def _position(self, step: int, state: dict[str, Any] | None) -> None:
+        """Where the run stands: a checkpoint's saved state, a new segment, or a run the trajectory continues."""
+        assert self.trajectory is not None
         if state is not None:
             self._resume(state)
         elif step > 0:
@@ -239,9 +278,6 @@ class Monitor:
                            "segment starts here", step)  # fmt: skip
         elif self.main and self.trajectory.is_file():
             self._continue()
-        self.index, self.last_step = broadcast((self.index, self.last_step))  # every rank decides alike
-        if self.main:
-            self._open_sinks(output_dir, report_to)
 
     def _resume(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint's state and drop records written after it (an abandoned future)."""

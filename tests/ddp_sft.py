@@ -1,4 +1,6 @@
-"""Run by tests/test_callback_ddp.py under torchrun: a 2-process (gloo) CPU SFT with the callback."""
+"""Run by tests/test_callback_ddp.py (``accelerate launch`` with recipes/accelerate_configs/ddp.yaml, 2 processes,
+gloo, CPU): an SFT with the callback on a fixed or an adaptive cadence, or with a seed library that only rank 0
+can read."""
 
 import os
 import sys
@@ -15,7 +17,7 @@ import crystalwatch.monitor as monitor_module  # noqa: E402
 from crystalwatch import CrystalWatchCallback, load_task  # noqa: E402
 
 
-def main(folder: str, out: str, cadence: str = "fixed") -> None:
+def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> None:
     torch.set_num_threads(1)
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     rows = [{"messages": [{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}]}
@@ -28,6 +30,10 @@ def main(folder: str, out: str, cadence: str = "fixed") -> None:
     tasks, extra = ["integer_1_10", "coin_flip", "yes_no"], []
     if cadence == "fixed":
         cb = CrystalWatchCallback(tasks=tasks, every_n_steps=2, batch_tokens=512)
+    elif cadence == "one-library":  # the library file is on rank 0's disk only (a file missing on one node)
+        rank = int(os.environ.get("RANK", "0"))
+        cb = CrystalWatchCallback(library if rank == 0 else library + ".not-on-this-node", tasks=["coin_flip"],
+                                  every_n_steps=2, batch_tokens=512)  # fmt: skip
     else:  # adaptive, on clocks that disagree: rank 0's steps take 1 s, rank 1's 0.25 s; a measurement takes 1 s.
         # Left alone, rank 0 would measure every 4 steps and rank 1 every 14, and the sharded scoring would hang.
         clock = {"now": 0.0, "step": 1.0 if int(os.environ.get("RANK", "0")) == 0 else 0.25}

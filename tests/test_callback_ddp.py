@@ -11,6 +11,8 @@ from pathlib import Path
 
 from crystalwatch.callback import trajectory_of
 
+CONFIGS = Path(__file__).parent.parent / "recipes" / "accelerate_configs"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -18,16 +20,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch(config: str, script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``accelerate launch --config_file recipes/accelerate_configs/<config>.yaml``, as users launch, on 2 CPU
+    processes (the shipped configs are for GPUs: the process count and mixed precision are overridden)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml"),
+           "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(_free_port()),
+           str(Path(__file__).parent / script), *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", **(env or {})}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 def _torchrun(tmp_path, tokenizer, *args: str) -> subprocess.CompletedProcess:
     from tiny import build_model, save
 
     folder = save(build_model("llama", len(tokenizer), seed=0), tokenizer, tmp_path / "tiny")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_DIR": str(tmp_path / "wandb")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(Path(__file__).parent / "ddp_sft.py"), str(folder), str(tmp_path / "out"), *args]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
+    return launch("ddp", "ddp_sft.py", str(folder), str(tmp_path / "out"), *args,
+                  env={"WANDB_DIR": str(tmp_path / "wandb")})  # fmt: skip
 
 
 def test_two_processes_measure_in_lockstep_and_log_once(tmp_path, tokenizer):
@@ -55,3 +65,20 @@ def test_adaptive_cadence_is_decided_once_for_all_ranks(tmp_path, tokenizer):
     steps = [r["step"] for r in trajectory_of(tmp_path / "out")][::3]
     assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 12
     assert steps == [0, 4, 8, 12] and int(counts[0][1]) == 4  # rank 0's clock: every 4 steps
+
+
+def test_a_library_missing_on_one_rank_turns_measuring_off_everywhere(tmp_path, tokenizer):
+    """Rank 1 cannot read the seed library: every rank agrees to measure nothing, says why, and trains on."""
+    from tiny import build_model
+
+    from crystalwatch import build_seed_library
+
+    library = tmp_path / "lib.json"
+    build_seed_library(build_model("llama", len(tokenizer)), tokenizer, ["coin_flip"]).save(library)
+    done = _torchrun(tmp_path, tokenizer, "one-library", str(library))
+    assert "rank 0: errors=0 measured=0" in done.stdout and "rank 1: errors=1 measured=0" in done.stdout
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "setting up failed on another process; measuring is off on every process and training goes on" in said
+    assert "setting up failed on this process" in said and "lib.json.not-on-this-node: cannot read" in said
+    assert not (tmp_path / "out" / "crystalwatch" / "trajectory.jsonl").exists()
+    assert (tmp_path / "out").is_dir()  # the training itself ran to its end

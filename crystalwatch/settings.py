@@ -14,32 +14,50 @@ from crystalwatch.phases import STATES, PhaseConfig
 from crystalwatch.sinks.base import tracker_names
 
 
+def setting(default: Any, help: str) -> Any:
+    """A settings field with its one-line help (read by docs/callback.md and the recipes' YAML keys)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class CrystalWatchConfig:
-    """Settings of the :class:`Monitor` and the callback (all JSON-serialisable; logged to the trackers)."""
+    """Settings of the :class:`Monitor` and the callback (all JSON-serialisable; logged to the trackers).
 
-    seeds: str | None = None  # seed library file; None: build one from the starting model when the run starts
-    tasks: list[str] | None = None  # task ids or YAML paths; None: the library's tasks (all 15 when built here)
-    every_n_steps: int | None = None  # measure every N optimizer steps; None: adaptive (budget); 0: begin/end only
-    budget: float = 0.02  # adaptive cadence: measuring time / training time between measurements
-    kind: str | None = None  # "chat" | "completion"; None: chat when the tokenizer has a chat template
-    estimator: str = "exact"  # a scorer backend: "exact" | "sampled" (crystalwatch.scoring.backend)
-    terminators: str = "boundary"  # "eot" | "line" | "boundary" (docs/scoring.md)
-    samples: int = 200  # generations per prompt for the sampled estimator
-    batch_tokens: int = 4096  # tokens per scorer forward (memory vs speed)
-    label: str = ""  # stage label stored in every record (e.g. "sft", "dpo")
-    step_offset: int = 0  # added to the trainer's step in the records: stage 2 of a chain continues stage 1's axis
-    run_name: str | None = None  # default: the tracker run's name, else the output folder's name
-    model: str | None = None  # the model's name in the records; default: the reference it was loaded by
-    trajectory: str | None = None  # default: <output_dir>/crystalwatch/trajectory.jsonl
-    report_to: str | list[str] | None = None  # trackers; None: the Trainer's args.report_to (Monitor: none)
-    alerts: bool = True  # tracker alerts (W&B) on transitions into alert_states
-    alert_states: tuple[str, ...] = ("nucleated", "foreign")
-    alert_min_interval_s: float = 300.0
-    images: bool = True  # consensus-vs-seed bar images in the trackers that show images
-    console: bool = True  # one line per transition on the console
-    strict: bool = False  # raise errors instead of reporting them
-    phases: PhaseConfig = field(default_factory=PhaseConfig)
+    Each field's ``metadata["help"]`` is its one description: docs/callback.md and the recipes' generated
+    ``crystalwatch_*`` YAML keys read it.
+    """
+
+    seeds: str | None = setting(None, "seed library file; None: build one from the starting model when the run starts")
+    tasks: list[str] | None = setting(
+        None, "task ids or YAML paths; None: the library's tasks (all 15 when built here)"
+    )
+    every_n_steps: int | None = setting(
+        None, "measure every N optimizer steps; None: adaptive (budget); 0: begin/end only"
+    )
+    budget: float = setting(0.02, "adaptive cadence: measuring time / training time between measurements")
+    kind: str | None = setting(None, '"chat" | "completion"; None: chat when the tokenizer has a chat template')
+    estimator: str = setting("exact", 'a scorer backend: "exact" | "sampled" (crystalwatch.scoring.backend)')
+    terminators: str = setting("boundary", '"eot" | "line" | "boundary" (docs/scoring.md)')
+    samples: int = setting(200, "generations per prompt for the sampled estimator")
+    batch_tokens: int = setting(4096, "tokens per scorer forward (memory vs speed)")
+    label: str = setting("", 'stage label stored in every record (e.g. "sft", "dpo")')
+    step_offset: int = setting(
+        0, "added to the trainer's step in the records: stage 2 of a chain continues stage 1's axis"
+    )
+    run_name: str | None = setting(None, "default: the tracker run's name, else the output folder's name")
+    model: str | None = setting(None, "the model's name in the records; default: the reference it was loaded by")
+    trajectory: str | None = setting(None, "default: <output_dir>/crystalwatch/trajectory.jsonl")
+    report_to: str | list[str] | None = setting(None, "trackers; None: the Trainer's args.report_to (Monitor: none)")
+    alerts: bool = setting(True, "tracker alerts (W&B) on transitions into alert_states")
+    alert_states: tuple[str, ...] = setting(("nucleated", "foreign"), "states whose transitions raise a tracker alert")
+    alert_min_interval_s: float = setting(300.0, "seconds between two alerts of the same (task, state)")
+    images: bool = setting(True, "consensus-vs-seed bar images in the trackers that show images")
+    console: bool = setting(True, "one line per transition on the console")
+    strict: bool = setting(False, "raise errors instead of reporting them")
+    phases: PhaseConfig = field(
+        default_factory=PhaseConfig,
+        metadata={"help": "thresholds of the phase model (PhaseConfig; docs/phase-model.md)"},
+    )
 
     def __post_init__(self) -> None:
         """Check every setting that needs no model; errors name the setting and say what is allowed."""

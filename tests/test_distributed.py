@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from crystalwatch.scoring import build_requests, exact, score_requests, split_model, terminator_ids
+from crystalwatch.scoring import build_requests, exact, score_requests, split_model, terminator_ids, trie
 from crystalwatch.scoring.exact import score_all
 from crystalwatch.scoring.sharded import context
 from crystalwatch.tasks import load_task
@@ -36,8 +36,8 @@ def requests_and_term(tokenizer, monkeypatch):
 
 def _plan(requests) -> list[int]:
     """LM-head calls per batch of the global packing."""
-    batches = exact._pack([exact._layout(i, r) for i, r in enumerate(requests)], **KW)
-    return [exact._head_calls(b, HEAD_POSITIONS) for b in batches]
+    packed = trie.batches(trie.layout(requests, KW["row_tokens"]), KW["batch_tokens"])
+    return [exact._head_calls(b, HEAD_POSITIONS) for b in packed]
 
 
 @contextlib.contextmanager

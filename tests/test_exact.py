@@ -158,3 +158,52 @@ def test_terminator_sets(tokenizer):
     assert vocab["Ġis"] in boundary and vocab[","] in boundary
     with pytest.raises(ValueError, match="unknown terminator set"):
         terminator_ids(tokenizer, "nope")
+
+
+def test_one_trie_computes_a_shared_prefix_once(tiny_model, tokenizer):
+    """Prompts that share a prefix (the chat template's opening, a system prompt), one prompt that is a prefix of
+    another and two identical prompts: fewer tokens through the model than prompt-by-prompt, same scores."""
+    from dataclasses import replace
+
+    from crystalwatch.scoring import trie
+
+    _, model = tiny_model
+    term = terminator_ids(tokenizer, "boundary")
+    requests = build_requests(load_task("integer_1_10"), tokenizer, "chat", term)
+    longer = replace(requests[0], prompt_ids=[*requests[0].prompt_ids, *tokenizer.encode(" Well,")])
+    requests = [*requests, longer, requests[1]]
+    separate = sum(trie.unique_tokens([r]) for r in requests)
+    blocks = trie.layout(requests, 512)
+    assert trie.unique_tokens(requests) <= sum(b.length for b in blocks) < 0.8 * separate  # prefix: once per block
+    got = _check_against_brute_force(model, requests, term, per_request=6)
+    np.testing.assert_array_equal(got[1], got[-1])  # the identical prompt: the same nodes, the same scores
+    one_by_one = [score_requests(model, [r], term)[0] for r in requests]
+    for a, b in zip(got, one_by_one):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_terminator_mass_in_place_and_when_it_underflows():
+    """The in-place softmax with a masked terminator sum equals an fp64 log-softmax, also for a position whose
+    terminators all sit more than 87 nats below the top logit (fp32 underflow: recomputed)."""
+    from crystalwatch.scoring.exact import _chunk_logprobs
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 50, generator=gen) * 4
+    term = torch.tensor([3, 7, 11])
+    logits[2, term] = -200.0  # every terminator underflows after exp in fp32
+    reference = torch.log_softmax(logits.double(), -1)
+    is_term = torch.zeros(50)
+    is_term[term] = 1.0
+    rows, tokens = torch.tensor([0, 1, 2, 2]), torch.tensor([5, 3, 0, 49])
+    redo_calls = []
+
+    def redo(lost):
+        redo_calls.append(lost.tolist())
+        return logits.clone()[lost]
+
+    term_lp, picked = _chunk_logprobs(logits.clone(), is_term, rows, tokens, redo)
+    expected = torch.logsumexp(reference[:, term], -1)
+    assert redo_calls == [[2]]
+    torch.testing.assert_close(term_lp.double(), expected, atol=2e-5, rtol=0)
+    torch.testing.assert_close(picked.double(), reference[rows, tokens], atol=2e-5, rtol=0)
+    assert float(term_lp[2]) < -190  # a real log-mass, not -inf

@@ -1,19 +1,18 @@
-"""Exact answer probabilities: one forward per batch of prompts, candidates scored as a token trie.
+"""Exact answer probabilities: one prefix trie over all prompts and candidates, one forward per batch of blocks.
 
 For a request with prompt tokens ``x`` and candidate token sequences ``c`` (one per surface form), the
 score of a candidate is ``log P(c | x) + log sum_{t in T} P(t | x, c)``: the form, then any terminator
-token ``t`` (see ``prompts.TERMINATOR_SETS``). Each prompt and its candidates' trie are laid out as one
-segment ``[x, trie nodes]``; a node sits at position ``len(x) - 1 + depth`` and attends to the prompt
-and its own ancestors only (tree attention mask). Segments are packed into rows (block-diagonal
-masks), so every unique token goes through the model exactly once. The LM head runs only at the
-positions whose next-token distribution is needed (the prompt's last token and the trie nodes), in
-chunks, with log-softmax in fp32: full-vocabulary logits are never held for a whole sequence.
+token ``t`` (see ``prompts.TERMINATOR_SETS``). All prompts and their candidates form one token trie
+(``scoring.trie``), cut into blocks; a node sits at position ``depth`` and attends to its ancestors only
+(tree attention mask), so a prefix that several prompts share (the chat template, a system prompt) is
+computed once per block. The LM head runs only at the positions whose next-token distribution is needed
+(the prompts' last tokens and the candidate nodes), in chunks, in fp32, with the softmax in place and the
+terminator mass as a masked sum: full-vocabulary logits are never held for a whole sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,96 +23,9 @@ from crystalwatch.scoring.backend import Options, Scored
 from crystalwatch.scoring.model import split_model
 from crystalwatch.scoring.prompts import Request
 from crystalwatch.scoring.sharded import call_gathered, context, gather_scores
+from crystalwatch.scoring.trie import Block, batches, layout
 
 HEAD_CHUNK_ELEMENTS = 1 << 25  # positions x vocabulary per LM-head chunk (128 MiB of fp32 logits)
-
-
-@dataclass
-class _Segment:
-    """One request laid out for the forward: prompt then trie nodes."""
-
-    index: int
-    tokens: list[int]
-    positions: list[int]
-    parents: list[int]  # per trie node: the segment offset of the token it follows
-    needed: list[int] = field(default_factory=list)  # segment offsets where the head is applied
-    child_targets: list[tuple[int, int, int]] = field(default_factory=list)  # (offset of parent, token, node)
-    terminal_offsets: list[int] = field(default_factory=list)  # per candidate: offset of its last token
-
-    @property
-    def length(self) -> int:
-        return len(self.tokens)
-
-
-def _layout(index: int, request: Request) -> _Segment:
-    prompt = list(request.prompt_ids)
-    if not prompt:
-        raise ValueError(f"task {request.task_id}, variant {request.variant}: the prompt has no tokens")
-    p = len(prompt)
-    seg = _Segment(index, list(prompt), list(range(p)), [])
-    node_of: dict[tuple[int, int], int] = {}
-    for cand in request.candidates:
-        if not cand.ids:
-            raise ValueError(
-                f"task {request.task_id}, variant {request.variant}: candidate {cand.text!r} has no tokens"
-            )
-        parent = p - 1
-        for tok in cand.ids:
-            key = (parent, tok)
-            if key not in node_of:
-                offset = len(seg.tokens)
-                node_of[key] = offset
-                seg.tokens.append(tok)
-                seg.positions.append(seg.positions[parent] + 1)
-                seg.parents.append(parent)
-                seg.child_targets.append((parent, tok, offset))
-            parent = node_of[key]
-        seg.terminal_offsets.append(parent)
-    seg.needed = sorted({parent for parent, _, _ in seg.child_targets} | set(seg.terminal_offsets))
-    return seg
-
-
-def _tree_mask(seg: _Segment) -> np.ndarray:
-    """Boolean [L, L] mask: causal over the prompt; each trie node sees the prompt and its ancestors."""
-    n = seg.length
-    p = n - len(seg.parents)
-    allowed = np.zeros((n, n), dtype=bool)
-    allowed[:p, :p] = np.tril(np.ones((p, p), dtype=bool))
-    for k, parent in enumerate(seg.parents):
-        row = p + k
-        if parent < p:
-            allowed[row, : parent + 1] = True
-        else:
-            allowed[row] = allowed[parent]
-        allowed[row, row] = True
-    return allowed
-
-
-def _pack(segments: list[_Segment], row_tokens: int, batch_tokens: int) -> list[list[list[_Segment]]]:
-    """Greedy packing: segments (longest first) into rows of at most ``row_tokens``, rows into batches."""
-    rows: list[list[_Segment]] = []
-    lengths: list[int] = []
-    for seg in sorted(segments, key=lambda s: -s.length):
-        for r, used in enumerate(lengths):
-            if used + seg.length <= row_tokens:
-                rows[r].append(seg)
-                lengths[r] += seg.length
-                break
-        else:
-            rows.append([seg])
-            lengths.append(seg.length)
-    batches: list[list[list[_Segment]]] = []
-    current: list[list[_Segment]] = []
-    width = 0
-    for row, used in sorted(zip(rows, lengths), key=lambda x: -x[1]):
-        width = max(width, used)
-        if current and width * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, width = [], used
-        current.append(row)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _attention_mask(allowed: np.ndarray, pos: torch.Tensor, config: Any, dtype: torch.dtype) -> Any:
@@ -136,7 +48,8 @@ def _attention_mask(allowed: np.ndarray, pos: torch.Tensor, config: Any, dtype: 
     return {"full_attention": additive(allowed), "sliding_attention": windowed}
 
 
-def _final_logits(head: torch.nn.Module, config: Any, hidden: torch.Tensor) -> torch.Tensor:
+def _final_logits(head: Any, config: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """fp32 logits at the given hidden states (softcapped like the model does); ``head`` a module or callable."""
     logits = head(hidden).float()
     cap = getattr(config, "final_logit_softcapping", None) or getattr(
         getattr(config, "text_config", None), "final_logit_softcapping", None
@@ -146,26 +59,18 @@ def _final_logits(head: torch.nn.Module, config: Any, hidden: torch.Tensor) -> t
     return logits
 
 
-def _batch_inputs(
-    batch: list[list[_Segment]],
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, list[tuple[int, int, _Segment]]]:
-    """Token ids, position ids and the boolean [B, L, L] mask of a batch of packed rows."""
-    width = max(sum(s.length for s in row) for row in batch)
+def _batch_inputs(batch: list[Block]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Token ids, position ids and the boolean [B, L, L] tree mask of a batch of blocks (one row each)."""
+    width = max(b.length for b in batch)
     ids = torch.zeros(len(batch), width, dtype=torch.long)
     pos = torch.zeros(len(batch), width, dtype=torch.long)
     allowed = np.zeros((len(batch), width, width), dtype=bool)
-    allowed[:, np.arange(width), np.arange(width)] = True  # padding rows see themselves: no NaN
-    where: list[tuple[int, int, _Segment]] = []  # (row, start, segment)
-    for r, row in enumerate(batch):
-        start = 0
-        for seg in row:
-            end = start + seg.length
-            ids[r, start:end] = torch.tensor(seg.tokens)
-            pos[r, start:end] = torch.tensor(seg.positions)
-            allowed[r, start:end, start:end] = _tree_mask(seg)
-            where.append((r, start, seg))
-            start = end
-    return ids, pos, allowed, where
+    allowed[:, np.arange(width), np.arange(width)] = True  # padding positions see themselves: no NaN
+    for r, block in enumerate(batch):
+        ids[r, : block.length] = torch.tensor(block.tokens)
+        pos[r, : block.length] = torch.tensor(block.positions)
+        allowed[r, : block.length, : block.length] = block.mask()
+    return ids, pos, allowed
 
 
 def _head_chunk(head: torch.nn.Module) -> int:
@@ -179,72 +84,100 @@ def _vocab(head: torch.nn.Module) -> int:
     return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
-def _needed_logprobs(
-    hidden: torch.Tensor,
-    head: torch.nn.Module,
-    config: Any,
-    where: list[tuple[int, int, _Segment]],
-    term: torch.Tensor,
-) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
+def _plain_head(head: torch.nn.Module) -> Any:
+    """The head as a plain function of its (gathered) weights: a recomputation that calls no module hooks, so
+    every rank of a sharded measurement still makes the same module calls."""
+    if type(head) is torch.nn.Linear:
+        return lambda x: torch.nn.functional.linear(x, head.weight, head.bias)
+    return head
+
+
+def _chunk_logprobs(logits: torch.Tensor, is_term: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
+                    redo: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(log terminator mass per position, log-probability of each (row, token)) from fp32 ``logits``, in place.
+
+    The softmax runs in place and the terminator mass is a masked sum: no [positions × terminators] gather
+    (gemma's boundary set has 147k tokens). Where every terminator underflows in fp32 (its log-mass below
+    about -87 relative to the top logit), ``redo(rows)`` recomputes those rows' logits for a log-softmax.
+    """
+    picked = logits[rows, tokens]
+    top = logits.amax(-1, keepdim=True)
+    logits.sub_(top).exp_()
+    log_z = logits.sum(-1).log()
+    mass = logits.mul_(is_term).sum(-1)
+    term_lp = mass.log() - log_z
+    lost = (mass == 0).nonzero().flatten()
+    if len(lost):
+        lp = torch.log_softmax(redo(lost), dim=-1)
+        term_lp[lost] = torch.logsumexp(lp[:, is_term.bool()], dim=-1)
+    return term_lp, picked - top.squeeze(-1)[rows] - log_z[rows]
+
+
+Scores = dict[tuple[int, int], float]  # (block index, offset) -> a log-probability
+
+
+def _needed_logprobs(hidden: torch.Tensor, head: torch.nn.Module, config: Any, batch: list[Block],
+                     is_term: torch.Tensor) -> tuple[Scores, Scores]:  # fmt: skip
     """Apply the LM head at the needed positions only, in chunks, and keep what the candidates use.
 
-    Returns ``(terminal, node)``: for each (segment, offset) where the head ran, the log terminator
-    mass after that token; for each trie node (segment, offset), the log-probability of its token.
+    Returns ``(terminal, node)``: for each (block, offset) where the head ran, the log terminator mass after
+    that token; for each candidate node (block, offset), the log-probability of its token.
     """
     device = hidden.device
-    slots = [(r, start, seg.index, o) for r, start, seg in where for o in seg.needed]
-    slot_of = {(i, o): k for k, (_, _, i, o) in enumerate(slots)}
-    rows = torch.tensor([r for r, _, _, _ in slots], device=device)
-    cols = torch.tensor([start + o for _, start, _, o in slots], device=device)
-    children = [(slot_of[(seg.index, parent)], tok, (seg.index, node)) for _, _, seg in where
-                for parent, tok, node in seg.child_targets]  # fmt: skip
-    child_slot = torch.tensor([c[0] for c in children])
-    child_token = torch.tensor([c[1] for c in children])
+    slots = [(r, b.index, o) for r, b in enumerate(batch) for o in b.needed]
+    slot_of = {(i, o): k for k, (_, i, o) in enumerate(slots)}
+    rows = torch.tensor([r for r, _, _ in slots], device=device)
+    cols = torch.tensor([o for _, _, o in slots], device=device)
+    children = [(slot_of[(b.index, parent)], tok, (b.index, node)) for b in batch
+                for parent, tok, node in b.child_targets]  # fmt: skip
+    child_slot = torch.tensor([c[0] for c in children], dtype=torch.long)
+    child_token = torch.tensor([c[1] for c in children], dtype=torch.long)
     child_lp = torch.empty(len(children), dtype=torch.float64)
     term_lp = torch.empty(len(slots), dtype=torch.float64)
+    plain = _plain_head(head)
     chunk = _head_chunk(head)
     for lo in range(0, len(slots), chunk):
         hi = min(len(slots), lo + chunk)
-        lp = torch.log_softmax(_final_logits(head, config, hidden[rows[lo:hi], cols[lo:hi]]), dim=-1)
-        term_lp[lo:hi] = torch.logsumexp(lp[:, term], dim=-1).double().cpu()
+        at = hidden[rows[lo:hi], cols[lo:hi]]
         sel = ((child_slot >= lo) & (child_slot < hi)).nonzero().flatten()
-        if len(sel):
-            child_lp[sel] = lp[(child_slot[sel] - lo).to(device), child_token[sel].to(device)].double().cpu()
-    terminal = {(i, o): v for (_, _, i, o), v in zip(slots, term_lp.tolist())}
+        terms, picked = _chunk_logprobs(
+            _final_logits(head, config, at), is_term, (child_slot[sel] - lo).to(device), child_token[sel].to(device),
+            lambda lost, at=at: _final_logits(plain, config, at[lost]),
+        )  # fmt: skip
+        term_lp[lo:hi] = terms.double().cpu()
+        child_lp[sel] = picked.double().cpu()
+    terminal = {(i, o): v for (_, i, o), v in zip(slots, term_lp.tolist())}
     node = {c[2]: v for c, v in zip(children, child_lp.tolist())}
     return terminal, node
 
 
-def _candidate_scores(
-    seg: _Segment, terminal: dict[tuple[int, int], float], node: dict[tuple[int, int], float]
-) -> np.ndarray:
-    """Per candidate: its terminator mass plus the log-probabilities along its path up the trie."""
-    p = seg.length - len(seg.parents)
-    scores = np.zeros(len(seg.terminal_offsets))
-    for c, o in enumerate(seg.terminal_offsets):
-        total = terminal[(seg.index, o)]
-        while o >= p:
-            total += node[(seg.index, o)]
-            o = seg.parents[o - p]
-        scores[c] = total
-    return scores
+def _candidate_scores(block: Block, terminal: Scores, node: Scores) -> dict[int, np.ndarray]:
+    """Per request of the block: each candidate's terminator mass plus the log-probabilities along its path."""
+    out = {}
+    for index, prompt_end, ends in block.requests:
+        scores = np.zeros(len(ends))
+        for c, o in enumerate(ends):
+            total = terminal[(block.index, o)]
+            while o != prompt_end:
+                total += node[(block.index, o)]
+                o = block.parents[o]
+            scores[c] = total
+        out[index] = scores
+    return out
 
 
-def _head_calls(batch: list[list[_Segment]], chunk: int) -> int:
-    """How many LM-head calls ``_needed_logprobs`` makes for a batch."""
-    return -(-sum(len(seg.needed) for row in batch for seg in row) // chunk)
+def _head_calls(batch: list[Block], chunk: int) -> int:
+    """How many LM-head module calls ``_needed_logprobs`` makes for a batch."""
+    return -(-sum(len(b.needed) for b in batch) // chunk)
 
 
-def _body_forward(
-    body: torch.nn.Module, config: Any, dtype: torch.dtype, device: Any, batch: list[list[_Segment]]
-) -> tuple[torch.Tensor, list[tuple[int, int, _Segment]]]:
-    ids, pos, allowed, where = _batch_inputs(batch)
+def _body_forward(body: torch.nn.Module, config: Any, dtype: torch.dtype, device: Any,
+                  batch: list[Block]) -> torch.Tensor:  # fmt: skip
+    ids, pos, allowed = _batch_inputs(batch)
     mask = _attention_mask(allowed, pos, config, dtype)
     mask = {k: m.to(device) for k, m in mask.items()} if isinstance(mask, dict) else mask.to(device)
-    hidden = body(
-        input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=False
-    ).last_hidden_state
-    return hidden, where
+    out = body(input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=False)
+    return out.last_hidden_state
 
 
 @torch.no_grad()
@@ -260,13 +193,14 @@ def score_requests(
     """Log-probability of every candidate of every request, followed by any terminator token.
 
     Returns one float64 array per request, aligned with ``request.candidates``. The model is used as
-    it is (train/eval mode untouched: callers put it in eval mode to disable dropout).
+    it is (train/eval mode untouched: callers put it in eval mode to disable dropout). All requests form one
+    prefix trie (``scoring.trie``): shared prompt prefixes are computed once per block.
 
     ``shard=(rank, world_size)`` scores only this rank's part, in lockstep with the other ranks (see
-    ``crystalwatch.scoring.sharded``): the packing of all requests, identical on every rank, is dealt out
+    ``crystalwatch.scoring.sharded``): the blocks, identical on every rank, are batched and dealt out
     round-robin (rank r runs batches r, r + world, ...). In every round each rank makes one body forward
     and as many LM-head calls as the round's largest batch needs; a rank without a batch of its own in
-    the last round runs a one-prompt padding forward and discards it. So every rank calls the model's
+    the last round runs a one-block padding forward and discards it. So every rank calls the model's
     modules in the same order, ``ceil(n_batches / world_size)`` body forwards in all. Requests of other
     ranks' batches are left as empty arrays.
     """
@@ -276,24 +210,27 @@ def score_requests(
     term = torch.as_tensor(np.asarray(terminators), dtype=torch.long, device=device)
     if term.numel() == 0 or int(term.max()) >= vocab:
         raise ValueError(f"terminator ids must be non-empty and below the vocabulary size {vocab}")
+    is_term = torch.zeros(vocab, dtype=torch.float32, device=device)
+    is_term[term] = 1.0
     dtype = next(body.parameters()).dtype
-    segments = [_layout(i, r) for i, r in enumerate(requests)]
+    blocks = layout(requests, row_tokens)
     out: list[np.ndarray] = [np.zeros(0)] * len(requests)
-    batches = _pack(segments, row_tokens, batch_tokens)
+    todo = batches(blocks, batch_tokens)
     rank, world = shard or (0, 1)
     if not 0 <= rank < world:
         raise ValueError(f"shard {shard}: the rank must be in [0, world_size)")
     chunk = _head_chunk(head)
-    for start in range(0, len(batches), world):
-        rnd = batches[start : start + world]
+    for start in range(0, len(todo), world):
+        rnd = todo[start : start + world]
         own = rank < len(rnd)
-        batch = rnd[rank] if own else [[min(segments, key=lambda s: s.length)]]
-        hidden, where = _body_forward(body, config, dtype, device, batch)
+        batch = rnd[rank] if own else [min(blocks, key=lambda b: (b.length, b.index))]
+        hidden = _body_forward(body, config, dtype, device, batch)
         calls = 0
         if own:
-            terminal, node = _needed_logprobs(hidden, head, config, where, term)
-            for _, _, seg in where:
-                out[seg.index] = _candidate_scores(seg, terminal, node)
+            terminal, node = _needed_logprobs(hidden, head, config, batch, is_term)
+            for block in batch:
+                for index, scores in _candidate_scores(block, terminal, node).items():
+                    out[index] = scores
             calls = _head_calls(batch, chunk)
         for _ in range(max(_head_calls(b, chunk) for b in rnd) - calls):
             head(hidden[0, :1])  # padding call, discarded: the same module calls as on the other ranks

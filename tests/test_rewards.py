@@ -1,4 +1,4 @@
-"""Verifiable RLVR rewards (recipes/rewards/): GSM8K, MATH, IFEval checkers and the per-row dispatcher."""
+"""Verifiable RLVR rewards (crystalwatch/recipes/rewards/): GSM8K, MATH, IFEval checkers and the per-row dispatcher."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from recipes.rewards import (
+from crystalwatch.recipes.rewards import (
     CHECKERS,
     OPEN_INSTRUCT_FUNCS,
     REWARDS,

@@ -1,4 +1,4 @@
-"""The ``crystalwatch`` commands: tasks, measure, seeds build/show, trajectory, report, demo."""
+"""The ``crystalwatch`` commands: tasks, measure, seeds build/show, trajectory, report, demo, recipe."""
 
 from __future__ import annotations
 
@@ -290,3 +290,39 @@ def demo_command(
             summary = run_demo(cfg, progress)
     print_demo_summary(summary)
 
+
+RECIPES = ("sft", "dpo", "grpo", "chain")
+
+
+@app.command("recipe", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def recipe_command(
+    ctx: typer.Context,
+    recipe: Annotated[str, typer.Argument(help="sft | dpo | grpo | chain (SFT -> DPO -> GRPO in one run).")],
+    config: Annotated[str, typer.Option(help="A YAML file, or a shipped config: smoke/chain, olmo2-1b/sft, ...")],
+    accelerate_config: Annotated[
+        str | None, typer.Option(help="ddp | fsdp2 | zero2 | zero3 | PATH: re-launch under `accelerate launch`.")
+    ] = None,
+    num_processes: Annotated[int | None, typer.Option(help="Processes (with --accelerate-config).")] = None,
+) -> None:
+    """Run a TRL recipe with crystalwatch attached. Arguments after the options go to the recipe
+    (e.g. --max_steps 10)."""
+    import shlex
+    import subprocess
+
+    from crystalwatch.recipes.launch import launch_command, resolve_accelerate_config, resolve_config, run_here
+
+    with _errors():
+        check_choice("recipe", recipe, RECIPES)
+        path = resolve_config(config, recipe)
+        if num_processes is not None:
+            check_int("--num-processes", num_processes, 1)
+            if accelerate_config is None:
+                raise CrystalwatchError("--num-processes needs --accelerate-config (ddp, fsdp2, zero2, zero3, a file)")
+        if accelerate_config is None:
+            run_here(recipe, path, ctx.args)
+            return
+        command = launch_command(recipe, path, resolve_accelerate_config(accelerate_config), num_processes, ctx.args)
+    console.print(f"launching: {shlex.join(command)}", markup=False, highlight=False)
+    done = subprocess.run(command)
+    if done.returncode:
+        raise typer.Exit(done.returncode)

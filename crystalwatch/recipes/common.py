@@ -1,76 +1,171 @@
-"""What the recipes share: the crystalwatch settings dataclass (a TrlParser section) and the callback it builds."""
+"""What the recipes share: the parser sections, the model and data set-up TRL's own scripts do, the generated
+``crystalwatch_*`` section and the callback it builds, and the end of a stage.
+
+The sections of every recipe's ``TrlParser`` are TRL's, in the order of ``trl/scripts/sft.py``, plus ours:
+``SubsetScriptArguments`` (TRL's ``ScriptArguments`` + ``max_samples``), the trainer's config, ``ModelConfig``,
+``DatasetMixtureConfig`` and ``CrystalWatchArguments`` (generated from :class:`CrystalWatchConfig`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import sys
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
+from pathlib import Path
 from typing import Any
 
+from trl import DatasetMixtureConfig, ScriptArguments
 
-@dataclass
-class RecipeScriptArguments:
-    """Where the data comes from: a hub data set, or local JSON-lines files (offline smoke runs)."""
+from crystalwatch.errors import CrystalwatchError
+from crystalwatch.settings import CrystalWatchConfig
 
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub data set id."})
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub data set configuration."})
-    dataset_files: list[str] | None = field(default=None, metadata={"help": "Local JSON-lines files instead."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    max_samples: int | None = field(default=None, metadata={"help": "Subset: the first N examples."})
+PREFIX = "crystalwatch_"
+TINY = "crystalwatch-tiny"  # a model name the smoke configs use: a tiny Llama built locally, no download
+FILE_BUILDERS = ("json", "csv", "parquet", "text", "arrow")  # load_dataset(path=...) builders that read local files
 
 
 @dataclass
-class CrystalWatchArguments:
-    """The ``crystalwatch`` section of a recipe config (TrlParser reads it like TRL's own dataclasses)."""
+class SubsetScriptArguments(ScriptArguments):
+    """TRL's ``ScriptArguments`` and one field of our own, ``max_samples``.
 
-    crystalwatch_seeds: str | None = field(
-        default=None,
-        metadata={"help": "Seed library of the BASE model (`crystalwatch seeds build`, once); None builds one "
-                  "from the starting model at train begin."},
-    )  # fmt: skip
-    crystalwatch_tasks: list[str] | None = field(default=None, metadata={"help": "Task ids; None: the library's."})
-    crystalwatch_every_n_steps: int | None = field(
-        default=None, metadata={"help": "Measure every N steps; None: adaptive (budget)."}
+    Kept because TRL's ways to cut a data set down, ``split: train[:N]`` and a mixture's ``fraction``, keep the
+    FIRST rows of each data set, and a Tulu 3 mixture published as one data set (tulu-3-sft-olmo-2-mixture-0225,
+    the preference mixes) is built by concatenating its sources: its first 50k rows can be a few sources, not
+    the mixture. ``max_samples`` takes a shuffled subset (seeded by the trainer's ``seed``) of what was loaded.
+    """
+
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Train on a shuffled subset of this many examples (seed: the trainer's)."}
     )
-    crystalwatch_budget: float = field(default=0.02, metadata={"help": "Adaptive cadence: share of training time."})
-    crystalwatch_label: str = field(default="", metadata={"help": "Stage label in the trajectory (sft, dpo, rlvr)."})
-    crystalwatch_trajectory: str | None = field(
-        default=None, metadata={"help": "Trajectory file; a chain passes one file to every stage."}
-    )
-    crystalwatch_run: str | None = field(default=None, metadata={"help": "Run name in the trajectory records."})
-    crystalwatch_step_offset: int = field(default=0, metadata={"help": "Added to the steps (chained stages)."})
-    crystalwatch_enabled: bool = field(default=True, metadata={"help": "Attach the callback at all."})
 
 
-def callbacks(args: CrystalWatchArguments) -> list[Any]:
-    """The callback list for a trainer (empty when disabled)."""
+# ---- the crystalwatch section, generated from CrystalWatchConfig -------------------------------------------
+
+
+def _yaml_type(tp: Any) -> Any:
+    """A settings type as ``HfArgumentParser`` takes it: a tuple becomes a list, ``str | list[str]`` a list."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple:
+        return list[args[0]]
+    if args and origin is not list:  # a union
+        lists = [a for a in args if typing.get_origin(a) is list]
+        if lists:
+            return lists[0] | None if type(None) in args else lists[0]
+    return tp
+
+
+def _generated_field(name: str, tp: Any, source: Any, help: str) -> tuple[str, Any, Any]:
+    if source.default_factory is not MISSING:
+        default = source.default_factory()
+    else:
+        default = source.default
+    if isinstance(default, (tuple, list)):
+        return name, _yaml_type(tp), field(default_factory=lambda d=list(default): list(d), metadata={"help": help})
+    return name, _yaml_type(tp), field(default=default, metadata={"help": help})
+
+
+def settings_arguments(config_cls: type = CrystalWatchConfig) -> tuple[type, dict[str, tuple[str, ...]]]:
+    """The ``crystalwatch_*`` section generated from ``config_cls`` (a dataclass), and, for each of its keys,
+    where the value goes in ``config_cls``: ``crystalwatch_<field>``, and ``crystalwatch_<field>_<sub>`` for each
+    field of a nested dataclass (``phases``); each with the field's help. Plus ``crystalwatch_enabled``."""
+    specs, keys = [], {}
+    hints = typing.get_type_hints(config_cls)
+    for f in fields(config_cls):
+        if is_dataclass(hints[f.name]):
+            sub_hints = typing.get_type_hints(hints[f.name])
+            for sub in fields(hints[f.name]):
+                name = f"{PREFIX}{f.name}_{sub.name}"
+                help = sub.metadata.get("help") or f"{hints[f.name].__name__}.{sub.name}: {f.metadata['help']}"
+                specs.append(_generated_field(name, sub_hints[sub.name], sub, help))
+                keys[name] = (f.name, sub.name)
+        else:
+            specs.append(_generated_field(f"{PREFIX}{f.name}", hints[f.name], f, f.metadata["help"]))
+            keys[f"{PREFIX}{f.name}"] = (f.name,)
+    specs.append((f"{PREFIX}enabled", bool, field(default=True, metadata={"help": "attach the callback at all"})))
+    cls = make_dataclass("CrystalWatchArguments", specs)
+    cls.__module__ = __name__
+    cls.__doc__ = (f"The ``crystalwatch_*`` section of a recipe config, generated from {config_cls.__name__} "
+                   "(one key per field, nested dataclasses flattened), plus crystalwatch_enabled.")  # fmt: skip
+    return cls, keys
+
+
+CrystalWatchArguments, SETTINGS = settings_arguments()  # SETTINGS: YAML key -> where it goes in CrystalWatchConfig
+
+
+def watch_config(args: Any) -> CrystalWatchConfig:
+    """The callback's config from the ``crystalwatch_*`` section (checked: a bad value is a CrystalwatchError)."""
+    settings: dict[str, Any] = {}
+    for key, path in SETTINGS.items():
+        target = settings
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = getattr(args, key)
+    return CrystalWatchConfig(**settings)
+
+
+def callbacks(args: Any) -> list[Any]:
+    """The callback list for a trainer (empty when ``crystalwatch_enabled`` is false)."""
     if not args.crystalwatch_enabled:
         return []
     from crystalwatch import CrystalWatchCallback
 
-    return [
-        CrystalWatchCallback(
-            args.crystalwatch_seeds, tasks=args.crystalwatch_tasks, every_n_steps=args.crystalwatch_every_n_steps,
-            budget=args.crystalwatch_budget, label=args.crystalwatch_label, trajectory=args.crystalwatch_trajectory,
-            run_name=args.crystalwatch_run, step_offset=args.crystalwatch_step_offset,
-        )
-    ]  # fmt: skip
+    return [CrystalWatchCallback(config=watch_config(args))]
 
 
-def load_split(args: RecipeScriptArguments) -> Any:
-    """A hub data set (``dataset_name``) or local JSON-lines files (``dataset_files``), cut to ``max_samples``."""
-    from datasets import load_dataset
-
-    if args.dataset_files:
-        data = load_dataset("json", data_files=args.dataset_files, split="train")
-    elif args.dataset_name:
-        data = load_dataset(args.dataset_name, name=args.dataset_config, split=args.dataset_train_split)
-    else:
-        raise ValueError("set dataset_name (a hub data set) or dataset_files (local JSON lines) in the config")
-    if args.max_samples is not None:
-        data = data.shuffle(seed=0).select(range(min(args.max_samples, len(data))))
-    return data
+# ---- parsing ---------------------------------------------------------------------------------------------------
 
 
-TINY = "crystalwatch-tiny"  # a model name the smoke configs use: a tiny Llama built locally, no download
+def make_parser(config_type: type, name: str, help: str, subparsers: Any = None, prog: str | None = None) -> Any:
+    """TrlParser over (script, TRL config, model, data mixture, crystalwatch) sections, or a subcommand."""
+    from trl import ModelConfig, TrlParser
+
+    types = (SubsetScriptArguments, config_type, ModelConfig, DatasetMixtureConfig, CrystalWatchArguments)
+    if subparsers is not None:
+        return subparsers.add_parser(name, help=help, dataclass_types=types)
+    return TrlParser(types, prog=prog)
+
+
+def parse(parser: Any, args: list[str] | None = None) -> tuple:
+    """``parse_args_and_config``; then local paths in the YAML are taken relative to the YAML's own folder (so a
+    config works from a checkout and from the installed package), and the crystalwatch settings are checked."""
+    args = list(sys.argv[1:] if args is None else args)
+    config = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+    try:
+        sections = parser.parse_args_and_config(args=args)
+    except (ValueError, OSError) as err:  # unknown keys, a bad value, a trainer config that does not validate
+        raise CrystalwatchError(f"{config or 'recipe arguments'}: {err}".replace("\n", " ")) from err
+    if config is not None:
+        folder = Path(config).parent
+        for section in sections:
+            if isinstance(section, DatasetMixtureConfig):
+                for dataset in section.datasets:
+                    _relative_paths(dataset, folder)
+    watch_config(sections[-1])
+    return sections
+
+
+def _relative_paths(dataset: Any, folder: Path) -> None:
+    """A mixture entry's local files relative to ``folder``: ``data_files``/``data_dir`` of the file builders
+    (``path: json``, ...; a hub data set's ``data_files`` are paths inside its repository and stay), and a
+    ``path`` written ``./...`` or ``../...``."""
+
+    def local(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: local(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [local(v) for v in value]
+        if value is None or "://" in value or Path(value).is_absolute():
+            return value
+        return os.path.normpath(folder / value)
+
+    if dataset.path in FILE_BUILDERS:
+        dataset.data_files, dataset.data_dir = local(dataset.data_files), local(dataset.data_dir)
+    elif dataset.path.startswith(("./", "../")):
+        dataset.path = local(dataset.path)
+
+
+# ---- model, data, trainer, end ---------------------------------------------------------------------------------
 
 
 def tiny_model_folder() -> str:
@@ -85,46 +180,80 @@ def tiny_model_folder() -> str:
     return str(folder)
 
 
-def model_kwargs(training_args: Any, model_args: Any) -> None:
-    """Resolve ``crystalwatch-tiny``; pass the model's revision and dtype to the trainer, which loads the model."""
+def trainer_arguments(training_args: Any, model_args: Any) -> dict[str, Any]:
+    """The model arguments of a TRL trainer, built as TRL's scripts build them (trl/scripts/sft.py, dpo.py,
+    grpo.py): ``model_init_kwargs`` = revision, trust_remote_code, attn_implementation, dtype, under the YAML's
+    own ``model_init_kwargs``; ``quantization_config`` (load_in_4bit / load_in_8bit) and ``peft_config`` from
+    TRL's helpers. TRL 1.16's trainers set ``device_map`` themselves (None under DDP/DeepSpeed), and its
+    scripts no longer pass ``get_kbit_device_map()``, so neither do we. ``crystalwatch-tiny`` is resolved to
+    the locally built model."""
+    from trl import get_peft_config, get_quantization_config
+
     if model_args.model_name_or_path == TINY:
         model_args.model_name_or_path = tiny_model_folder()
-    training_args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
-                                       **(training_args.model_init_kwargs or {})}  # fmt: skip
+    init = {"revision": model_args.model_revision, "trust_remote_code": training_args.trust_remote_code,
+            "attn_implementation": model_args.attn_implementation, "dtype": model_args.dtype}  # fmt: skip
+    init.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = init
+    return {
+        "model": model_args.model_name_or_path,
+        "args": training_args,
+        "quantization_config": get_quantization_config(model_args),
+        "peft_config": get_peft_config(model_args),
+    }
 
 
-def run_stage(trainer_cls: type, script_args: Any, training_args: Any, model_args: Any, cw_args: Any,
-              data: Any = None, **trainer_kwargs: Any) -> str:  # fmt: skip
-    """Build the TRL trainer from the parsed sections, train with crystalwatch attached, save; return the folder."""
-    from trl import get_peft_config
+def load_data(script_args: Any, dataset_args: Any, seed: int = 0) -> Any:
+    """The data as TRL's scripts load it: the ``datasets:`` mixture (``get_dataset``; it wins over
+    ``dataset_name``, as in TRL), else ``dataset_name``; then ``max_samples`` of the training split."""
+    from datasets import load_dataset
+    from trl import get_dataset
 
-    model_kwargs(training_args, model_args)
+    if dataset_args.datasets:
+        data = get_dataset(dataset_args)
+    elif script_args.dataset_name:
+        data = load_dataset(script_args.dataset_name, name=script_args.dataset_config,
+                            streaming=script_args.dataset_streaming)  # fmt: skip
+    else:
+        raise CrystalwatchError("set `datasets:` (a mixture: a list of {path, name, data_files, split, fraction}) "
+                                "or `dataset_name` in the config")  # fmt: skip
+    split, n = script_args.dataset_train_split, script_args.max_samples
+    if n is not None:
+        train = data[split].shuffle(seed=seed)
+        data[split] = train.take(n) if not hasattr(train, "__len__") else train.select(range(min(n, len(train))))
+    return data
+
+
+def run_stage(trainer_cls: type, script_args: Any, training_args: Any, model_args: Any, dataset_args: Any,
+              cw_args: Any, *, prepare: Any = None, last: bool = True, **trainer_kwargs: Any) -> str:  # fmt: skip
+    """Build the TRL trainer from the parsed sections, train with crystalwatch attached, save, end; return the
+    output folder. ``prepare`` maps the loaded data (e.g. GRPO's prompts); ``last``: see :func:`end_stage`."""
+    data = load_data(script_args, dataset_args, training_args.seed)
+    if prepare is not None:
+        data = prepare(data)
     trainer = trainer_cls(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=load_split(script_args) if data is None else data,
-        peft_config=get_peft_config(model_args),
+        **trainer_arguments(training_args, model_args),
+        train_dataset=data[script_args.dataset_train_split],
+        eval_dataset=data[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
         callbacks=callbacks(cw_args),
         **trainer_kwargs,
     )
-    return train_and_save(trainer, training_args, model_args)
-
-
-def train_and_save(trainer: Any, training_args: Any, model_args: Any) -> str:
-    """Train; merge a LoRA so the next stage starts from a plain model; save model and tokenizer."""
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if model_args.use_peft:
+    if model_args.use_peft:  # merge the LoRA so that the next stage starts from a plain model
         trainer.model = trainer.model.merge_and_unload()
-    trainer.save_model(training_args.output_dir)
-    trainer.processing_class.save_pretrained(training_args.output_dir)
+    trainer.save_model(training_args.output_dir)  # the main process writes the model and its tokenizer
+    trainer.accelerator.wait_for_everyone()  # ...before any rank goes on (a chain's next stage loads them)
+    end_stage(trainer, last=last)
     return training_args.output_dir
 
 
-def make_parser(config_type: type, name: str, help: str, subparsers: Any = None, prog: str | None = None) -> Any:
-    """TrlParser over (data, TRL config, model, crystalwatch) sections, or a subcommand of ``subparsers``."""
-    from trl import ModelConfig, TrlParser
-
-    types = (RecipeScriptArguments, config_type, ModelConfig, CrystalWatchArguments)
-    if subparsers is not None:
-        return subparsers.add_parser(name, help=help, dataclass_types=types)
-    return TrlParser(types, prog=prog)
+def end_stage(trainer: Any, last: bool = True) -> None:
+    """End like TRL's scripts: ``trainer.end()`` (transformers >= 5.18) finishes the accelerate trackers and
+    destroys the process group. A chain's earlier stages (``last=False``) only finish the trackers: the next
+    stage trains in the same process group. (The Trainer's W&B run is not an accelerate tracker; the chain
+    finishes it after each stage.)"""
+    if last and hasattr(trainer, "end"):
+        trainer.end()
+        return
+    for tracker in trainer.accelerator.trackers:
+        tracker.finish()

@@ -1,7 +1,8 @@
 """Tulu 3-style length-normalised DPO (``loss_type: [sigmoid_norm]``, beta 5) with crystalwatch watching.
 
-    python -m recipes.dpo --config recipes/configs/olmo2-1b/dpo.yaml     # real scale (GPU, internet)
-    python -m recipes.dpo --config recipes/configs/smoke/dpo.yaml        # smoke (CPU, offline)
+    crystalwatch recipe dpo --config olmo2-1b/dpo     # real scale (GPU, internet)
+    crystalwatch recipe dpo --config smoke/dpo        # smoke (CPU, offline)
+    python -m crystalwatch.recipes.dpo --config PATH  # the same without the CLI
 
 ``model_name_or_path`` is the SFT stage's output; ``crystalwatch_seeds`` stays the BASE model's library, so
 that settling is judged against the seeds the pretrained model had.
@@ -15,22 +16,24 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def main(script_args, training_args, model_args, cw_args) -> str:
-    """Train, save the model to ``output_dir`` and return that folder."""
+def main(script_args, training_args, model_args, dataset_args, cw_args, *, last: bool = True) -> str:
+    """Train, save the model to ``output_dir`` and return that folder (``last``: see ``common.end_stage``)."""
     from trl import DPOTrainer
 
-    from recipes.common import run_stage
+    from crystalwatch.recipes.common import run_stage
 
-    return run_stage(DPOTrainer, script_args, training_args, model_args, cw_args)
+    return run_stage(DPOTrainer, script_args, training_args, model_args, dataset_args, cw_args, last=last)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
     from trl import DPOConfig
 
-    from recipes.common import make_parser as parser
+    from crystalwatch.recipes.common import make_parser as parser
 
     return parser(DPOConfig, "dpo", "DPO with crystalwatch", subparsers, prog)
 
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    from crystalwatch.recipes.common import parse
+
+    main(*parse(make_parser()))

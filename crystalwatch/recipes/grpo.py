@@ -1,10 +1,12 @@
 """RLVR with GRPO (Tulu 3.1 / OLMo 2: beta 0.01, lr 5e-7, 16 generations per prompt) and crystalwatch watching.
 
-    python -m recipes.grpo --config recipes/configs/olmo2-1b/grpo.yaml    # real scale (GPU, internet)
-    python -m recipes.grpo --config recipes/configs/smoke/grpo.yaml       # smoke (CPU, offline)
+    crystalwatch recipe grpo --config olmo2-1b/grpo   # real scale (GPU, vLLM colocated, internet)
+    crystalwatch recipe grpo --config smoke/grpo      # smoke (CPU, offline, plain generate)
+    python -m crystalwatch.recipes.grpo --config PATH # the same without the CLI
 
-Rewards: ``recipes.rewards.verifiable_reward`` routes each prompt by its ``dataset`` column (gsm8k, MATH,
-ifeval) to the GSM8K, MATH or IFEval verifier, as in allenai/RLVR-GSM-MATH-IF-Mixed-Constraints.
+Rewards: ``crystalwatch.recipes.rewards.verifiable_reward`` routes each prompt by its ``dataset`` column (gsm8k,
+MATH, ifeval) to the GSM8K, MATH or IFEval verifier, as in allenai/RLVR-GSM-MATH-IF-Mixed-Constraints. (TRL's
+grpo.py takes ``reward_funcs`` names from its ``GRPOScriptArguments``; here the reward is the recipe.)
 """
 
 from __future__ import annotations
@@ -22,26 +24,32 @@ def to_prompt(row: dict) -> dict:
     return {"prompt": [m for m in row["messages"] if m["role"] != "assistant"]}
 
 
-def main(script_args, training_args, model_args, cw_args) -> str:
+def prompts(data):
+    """Every split of the loaded data with a ``prompt`` column (``messages`` dropped)."""
+    columns = {c for names in data.column_names.values() for c in names or ()}
+    return data.map(to_prompt, remove_columns=["messages"] if "messages" in columns else None)
+
+
+def main(script_args, training_args, model_args, dataset_args, cw_args, *, last: bool = True) -> str:
     """Train with the verifiable rewards, save the model to ``output_dir`` and return that folder."""
     from trl import GRPOTrainer
 
-    from recipes.common import load_split, run_stage
-    from recipes.rewards import verifiable_reward
+    from crystalwatch.recipes.common import run_stage
+    from crystalwatch.recipes.rewards import verifiable_reward
 
-    data = load_split(script_args)
-    data = data.map(to_prompt, remove_columns=[c for c in ("messages",) if c in data.column_names])
-    return run_stage(GRPOTrainer, script_args, training_args, model_args, cw_args, data=data,
-                     reward_funcs=[verifiable_reward])  # fmt: skip
+    return run_stage(GRPOTrainer, script_args, training_args, model_args, dataset_args, cw_args, last=last,
+                     prepare=prompts, reward_funcs=[verifiable_reward])  # fmt: skip
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
     from trl import GRPOConfig
 
-    from recipes.common import make_parser as parser
+    from crystalwatch.recipes.common import make_parser as parser
 
     return parser(GRPOConfig, "grpo", "GRPO (RLVR) with crystalwatch", subparsers, prog)
 
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    from crystalwatch.recipes.common import parse
+
+    main(*parse(make_parser()))

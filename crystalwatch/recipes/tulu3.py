@@ -1,25 +1,37 @@
 """Run a whole Tulu 3-style chain — SFT -> DPO -> RLVR — with one seed library and one trajectory.
 
-    python -m recipes.tulu3 --config recipes/configs/smoke/chain.yaml         # CPU, offline, about a minute
-    python -m recipes.tulu3 --config recipes/configs/olmo2-1b/chain.yaml      # GPU, internet
+    crystalwatch recipe chain --config smoke/chain           # CPU, offline, about a minute
+    crystalwatch recipe chain --config olmo2-1b/chain        # GPU, internet
+    python -m crystalwatch.recipes.tulu3 --config PATH       # the same, without the CLI
 
-The chain config names the base model, an output folder and the stages (recipe + its config). The base's
-seed library is built once at the start (or taken from ``seeds``). Each stage starts from the previous
-stage's output, writes into the same trajectory with its steps continuing the previous stage's, and the
-combined trajectory is rendered with ``crystalwatch report`` at the end.
+The chain config names the base model, an output folder and the stages (recipe + its config, a path relative
+to the chain file's folder). The base's seed library is built once at the start (or taken from ``seeds``).
+Each stage starts from the previous stage's output, writes into the same trajectory with its steps continuing
+the previous stage's, and the combined trajectory is rendered with ``crystalwatch report`` at the end.
+
+The stages are one experiment in every tracker that groups runs, under the chain's name (``run``, default: the
+output folder's name): W&B puts them in one run group, job type = the stage (``WANDB_RUN_GROUP``,
+``WANDB_JOB_TYPE``); trackio in one project (``project``); MLflow in one experiment, tagged with the stage
+(``MLFLOW_EXPERIMENT_NAME``, ``MLFLOW_TAGS``); TensorBoard shows one run per stage under
+``<output_dir>/tensorboard/<stage>`` (``TENSORBOARD_LOGGING_DIR``). The environment is restored after each stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import yaml
 
+from crystalwatch.errors import CrystalwatchError
 from crystalwatch.records import read_trajectory
 from crystalwatch.sinks.base import grouped
 
@@ -28,23 +40,35 @@ RECIPES = ("sft", "dpo", "grpo")
 
 
 def load_chain(path: str | Path) -> dict[str, Any]:
-    """Read and check a chain config; errors name the file and the field."""
-    raw = yaml.safe_load(Path(path).read_text())
+    """Read and check a chain config; errors name the file and the field. Stage configs come back as paths
+    resolved against the chain file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise CrystalwatchError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
     if not isinstance(raw, dict) or not raw.get("base") or not raw.get("output_dir"):
-        raise ValueError(f"{path}: a chain config needs 'base' (model) and 'output_dir'")
+        raise CrystalwatchError(f"{path}: a chain config needs 'base' (model) and 'output_dir'")
     stages = raw.get("stages")
     if not isinstance(stages, list) or not stages:
-        raise ValueError(f"{path}: field 'stages' must be a non-empty list of {{recipe, config}}")
+        raise CrystalwatchError(f"{path}: field 'stages' must be a non-empty list of {{recipe, config}}")
     for i, stage in enumerate(stages):
         if not isinstance(stage, dict) or stage.get("recipe") not in RECIPES or not stage.get("config"):
-            raise ValueError(f"{path}: stages[{i}] needs recipe (one of {', '.join(RECIPES)}) and config (a path)")
+            raise CrystalwatchError(f"{path}: stages[{i}] needs recipe (one of {', '.join(RECIPES)}) and config "
+                                    "(a path)")  # fmt: skip
+        config = path.parent / stage["config"]
+        if not config.is_file():
+            raise CrystalwatchError(f"{path}: stages[{i}].config {stage['config']}: no such file (a path relative "
+                                    "to the chain file's folder)")  # fmt: skip
+        stage["config"] = str(config)
     return raw
 
 
 def stage_args(recipe: str, config: str, overrides: dict[str, Any]) -> tuple:
     """Parse a stage's YAML with its TrlParser, then apply the chain's overrides."""
-    parser = importlib.import_module(f"recipes.{recipe}").make_parser()
-    args = parser.parse_args_and_config(args=["--config", config])
+    from crystalwatch.recipes.common import parse
+
+    args = parse(importlib.import_module(f"crystalwatch.recipes.{recipe}").make_parser(), ["--config", config])
     for section in args:
         for key, value in overrides.items():
             if hasattr(section, key):
@@ -52,16 +76,37 @@ def stage_args(recipe: str, config: str, overrides: dict[str, Any]) -> tuple:
     return args
 
 
-def seed_library(base: str, out: Path, tasks: list[str] | None, given: str | None) -> str:
+@contextlib.contextmanager
+def tracked(chain: str, stage: str, out: Path) -> Iterator[None]:
+    """One stage as part of the chain's experiment in W&B (``grouped``), MLflow and TensorBoard (their
+    environment variables; trackio's ``project`` is a training argument, set by :func:`run_chain`). The whole
+    environment is restored afterwards, including what the stage's YAML ``env:`` set."""
+    env = {"MLFLOW_EXPERIMENT_NAME": chain, "MLFLOW_TAGS": json.dumps({"chain": chain, "stage": stage}),
+           "TENSORBOARD_LOGGING_DIR": str(out / "tensorboard" / stage), "TRACKIO_PROJECT": chain}  # fmt: skip
+    with grouped(chain, stage), mock.patch.dict(os.environ, env):
+        yield
+
+
+def seed_library(base: str, out: Path, first: tuple, given: str | None) -> str:
+    """The base's seed library: ``given``, or built once per output folder (then reused by later chains there).
+    Launched on several processes, the ranks build it together (the scoring is sharded across them, in the
+    process group the first stage's arguments set up), the main process saves it, and all wait for the file."""
     if given:
         return given
-    from crystalwatch import load_model, load_or_build
-    from recipes.common import TINY, tiny_model_folder
-
     path = out / "base.seeds.json.gz"
-    if not path.is_file():  # built once per output folder, then reused by later chains there
+    training_args = first[1]
+    _ = training_args.device  # sets the processes up as the first stage will
+    if not path.is_file():
+        from crystalwatch import load_model, load_or_build
+        from crystalwatch.recipes.common import TINY, tiny_model_folder
+
         model, tokenizer = load_model(tiny_model_folder() if base == TINY else base)
-        load_or_build(path, model, tokenizer, tasks, model_name=base)
+        load_or_build(path if training_args.process_index == 0 else None, model, tokenizer,
+                      first[-1].crystalwatch_tasks, model_name=base)  # fmt: skip
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
     return str(path)
 
 
@@ -69,43 +114,57 @@ def run_chain(path: str | Path) -> dict[str, Any]:
     chain = load_chain(path)
     out = Path(chain["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
+    name = str(chain.get("run", out.name))
     trajectory = out / "trajectory.jsonl"
     if trajectory.exists():  # a new chain is a new run; the last one's trajectory is kept beside it
         trajectory.replace(out / "trajectory.previous.jsonl")
-    first = stage_args(chain["stages"][0]["recipe"], chain["stages"][0]["config"], {})
-    seeds = seed_library(chain["base"], out, first[3].crystalwatch_tasks, chain.get("seeds"))
+    stages = chain["stages"]
+    with mock.patch.dict(os.environ):  # the first stage's settings, for the seed library; a YAML `env:` stays in
+        first = stage_args(stages[0]["recipe"], stages[0]["config"], {})
+    seeds = seed_library(chain["base"], out, first, chain.get("seeds"))
     model, offset, outputs, runs = chain["base"], 0, [], []
-    for stage in chain["stages"]:
-        recipe = importlib.import_module(f"recipes.{stage['recipe']}")
-        overrides = {"model_name_or_path": model, "output_dir": str(out / stage["recipe"]),
+    for i, stage in enumerate(stages):
+        recipe = importlib.import_module(f"crystalwatch.recipes.{stage['recipe']}")
+        overrides = {"model_name_or_path": model, "output_dir": str(out / stage["recipe"]), "project": name,
                      "crystalwatch_seeds": seeds, "crystalwatch_trajectory": str(trajectory),
-                     "crystalwatch_run": chain.get("run", out.name), "crystalwatch_step_offset": offset}  # fmt: skip
-        args = stage_args(stage["recipe"], stage["config"], overrides)
-        with grouped(chain.get("run", out.name), stage["recipe"]):  # the stages: one experiment in W&B
-            model = recipe.main(*args)
+                     "crystalwatch_run_name": name, "crystalwatch_step_offset": offset}  # fmt: skip
+        with tracked(name, stage["recipe"], out):
+            args = stage_args(stage["recipe"], stage["config"], overrides)
+            model = recipe.main(*args, last=i == len(stages) - 1)  # the last stage ends the process group
+            runs.append(_finish_wandb())
         outputs.append(model)
-        runs.append(_finish_wandb())
         offset = read_trajectory(trajectory)[-1]["step"]  # the next stage's steps continue from here
-    from crystalwatch.report import render_report
+    report = None
+    if int(os.environ.get("RANK", "0")) == 0:  # launched on several processes: the main one renders the report
+        from crystalwatch.report import render_report
 
-    return {"trajectory": str(trajectory), "report": str(render_report(trajectory, out / "report")),
-            "outputs": outputs, "seeds": seeds, "wandb_runs": runs}  # fmt: skip
+        report = str(render_report(trajectory, out / "report"))
+    return {"trajectory": str(trajectory), "report": report, "outputs": outputs, "seeds": seeds, "wandb_runs": runs}
 
 
 def _finish_wandb() -> str | None:
-    """Finish the stage's W&B run (the Trainer leaves it open) and return its folder; None without W&B."""
+    """Finish the stage's W&B run (the Trainer leaves it open; ``trainer.end()`` finishes accelerate's trackers
+    only) and return its folder; None without W&B. The W&B session is torn down too: it reads its environment
+    (``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``) once, so the next stage's job type needs a new session."""
     if "wandb" not in sys.modules:
         return None
+    import wandb
+
     from crystalwatch.sinks.wandb import finish_run
 
-    return finish_run()
+    folder = finish_run()
+    wandb.teardown()
+    return folder
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="chain YAML (recipes/configs/*/chain.yaml)")
-    result = run_chain(parser.parse_args().config)
-    print(f"trajectory: {result['trajectory']}\nreport: {result['report']}")
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m crystalwatch.recipes.tulu3", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--config", required=True, help="chain YAML (crystalwatch/recipes/configs/*/chain.yaml)")
+    result = run_chain(parser.parse_args(argv).config)
+    if result["report"]:
+        print(f"trajectory: {result['trajectory']}\nreport: {result['report']}")
+    return result
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ and every other dataset column arrives as a keyword list aligned with ``completi
     from datasets import load_dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from recipes.rewards import verifiable_reward
+    from crystalwatch.recipes.rewards import verifiable_reward
 
     train = load_dataset("allenai/RLVR-GSM-MATH-IF-Mixed-Constraints", split="train")
     train = train.rename_column("messages", "prompt")  # a conversational prompt
@@ -74,8 +74,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from recipes.rewards.gsm8k import extract_gsm8k_answer, gsm8k_reward, gsm8k_score
-from recipes.rewards.ifeval import (
+from crystalwatch.recipes.rewards.gsm8k import extract_gsm8k_answer, gsm8k_reward, gsm8k_score
+from crystalwatch.recipes.rewards.ifeval import (
     OPEN_INSTRUCT_FUNCS,
     _constraints,
     _func_name_constraints,
@@ -83,7 +83,7 @@ from recipes.rewards.ifeval import (
     ifeval_score,
     run_checker,
 )
-from recipes.rewards.ifeval_checks import (
+from crystalwatch.recipes.rewards.ifeval_checks import (
     CHECKERS,
     check_bullet_points,
     check_capital_word_frequency,
@@ -110,14 +110,14 @@ from recipes.rewards.ifeval_checks import (
     check_uppercase,
     check_word_count,
 )
-from recipes.rewards.math_answer import (
+from crystalwatch.recipes.rewards.math_answer import (
     is_math_equiv,
     last_boxed_only_string,
     math_reward,
     math_score,
     normalize_math_answer,
 )
-from recipes.rewards.text import _column, completion_text
+from crystalwatch.recipes.rewards.text import _column, completion_text
 
 __all__ = [
     "CHECKERS",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from recipes.rewards.math_answer import last_boxed_only_string
-from recipes.rewards.text import _column, _numbers_equal, completion_text
+from crystalwatch.recipes.rewards.math_answer import last_boxed_only_string
+from crystalwatch.recipes.rewards.text import _column, _numbers_equal, completion_text
 
 # A number, optionally signed and with a currency sign either side of the minus ("-$5", "$-5"); thousands separators
 # only in groups of three, so "1,2,3" is three numbers. A minus right after a word character ("3-5") is a hyphen and

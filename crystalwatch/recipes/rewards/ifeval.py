@@ -9,8 +9,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from recipes.rewards.ifeval_checks import CHECKERS
-from recipes.rewards.text import _column, completion_text
+from crystalwatch.recipes.rewards.ifeval_checks import CHECKERS
+from crystalwatch.recipes.rewards.text import _column, completion_text
 
 OPEN_INSTRUCT_FUNCS: dict[str, str] = {
     "validate_word_constraint": "word_count",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from recipes.rewards.text import _column, _numbers_equal, completion_text
+from crystalwatch.recipes.rewards.text import _column, _numbers_equal, completion_text
 
 
 def last_boxed_only_string(text: str) -> str | None:

@@ -183,9 +183,9 @@ def _stage(name: str, trainer_cls: type, args: Any, data_file: Path, model: Any,
         trainer.train()
     run_dir = None
     if "wandb" in (args.report_to or []):  # finish only the run this stage started
-        from crystalwatch.sinks.wandb import finish_run
+        from crystalwatch.sinks.wandb import finish_stage
 
-        run_dir = finish_run()
+        run_dir = finish_stage()
     seconds = time.perf_counter() - start
     return trainer.model.merge_and_unload(), StageResult(name, trainer.state.global_step, seconds, run_dir)
 

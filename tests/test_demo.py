@@ -7,7 +7,7 @@ import os
 
 from cli_check import said
 from typer.testing import CliRunner
-from wandb_run import read_offline_run
+from wandb_run import inspect_records, read_offline_run
 
 from crystalwatch import read_trajectory
 from crystalwatch.cli import app
@@ -33,6 +33,10 @@ def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
     assert all(task in html for task in DEMO_TASKS) and (out / "report" / "timeline.png").stat().st_size > 1000
 
     runs = {s["name"]: read_offline_run(s["wandb_dir"]) for s in summary["stages"]}
+    headers = [next(r["run"] for r in inspect_records(stage["wandb_dir"]) if r["type"] == "run")
+               for stage in summary["stages"]]  # fmt: skip
+    grouping = [(h.get("run_group"), h.get("job_type")) for h in headers]
+    assert grouping == [("crystalwatch-demo-demo", "sft"), ("crystalwatch-demo-demo", "dpo")]  # one experiment
     sft_rows = [h for h in runs["sft"]["history"] if "crystal/coin_flip/entropy" in h]
     assert [h["train/global_step"] for h in sft_rows] == [0, 10, 20, 30]
     dpo_rows = [h for h in runs["dpo"]["history"] if "crystal/coin_flip/entropy" in h]

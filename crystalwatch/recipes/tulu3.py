@@ -143,18 +143,12 @@ def run_chain(path: str | Path) -> dict[str, Any]:
 
 
 def _finish_wandb() -> str | None:
-    """Finish the stage's W&B run (the Trainer leaves it open; ``trainer.end()`` finishes accelerate's trackers
-    only) and return its folder; None without W&B. The W&B session is torn down too: it reads its environment
-    (``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``) once, so the next stage's job type needs a new session."""
+    """Finish the stage's W&B run (``trainer.end()`` finishes accelerate's trackers only); None without W&B."""
     if "wandb" not in sys.modules:
         return None
-    import wandb
+    from crystalwatch.sinks.wandb import finish_stage
 
-    from crystalwatch.sinks.wandb import finish_run
-
-    folder = finish_run()
-    wandb.teardown()
-    return folder
+    return finish_stage()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, number, scalars, table_row
 
-__all__ = ["MAX_ALERTS", "TABLE_KEY", "Alert", "WandbSink", "finish_run"]
+__all__ = ["MAX_ALERTS", "TABLE_KEY", "Alert", "WandbSink", "finish_stage"]
 
 STEP_KEY = "train/global_step"
 TABLE_KEY = f"{PREFIX}/phase_table"
@@ -74,13 +74,16 @@ def _offline(run: Any) -> bool:
     return bool(getattr(run, "offline", False)) or getattr(settings, "mode", None) in ("offline", "dryrun")
 
 
-def finish_run() -> str | None:
-    """Finish the active W&B run (a Trainer leaves it open) and return its folder; None without one."""
+def finish_stage() -> str | None:
+    """End one stage of a chain in W&B: finish the active run (a Trainer leaves it open) and tear the session down,
+    since W&B reads its environment (``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``) once per session and the next
+    stage's job type needs a new one. Returns the run's folder; None without a run."""
     run = _current_run()
-    if run is None:
-        return None
-    folder = str(Path(run.dir).parent)
-    wandb.finish()
+    folder = None
+    if run is not None:
+        folder = str(Path(run.dir).parent)
+        wandb.finish()
+    wandb.teardown()
     return folder
 
 

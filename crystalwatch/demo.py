@@ -235,9 +235,17 @@ def summarise(trajectory: Path, cfg: DemoConfig, library: Any, stages: list[Stag
         }  # fmt: skip
     return {
         "config": config_dict(cfg), "seconds": seconds, "library_seconds": library_seconds,
-        "library": library.provenance.get("path"), "trajectory": str(trajectory), "report": str(index),
+        "library": _home_relative(library.provenance.get("path")), "trajectory": str(trajectory), "report": str(index),
         "stages": [asdict(s) for s in stages], "wandb_mode": mode, "tasks": tasks,
     }  # fmt: skip
+
+
+def _home_relative(path: Any) -> str | None:
+    """A path under the home folder as ``~/...``: what the summary shows is not one machine's absolute path."""
+    if path is None:
+        return None
+    home = str(Path.home())
+    return "~" + str(path)[len(home) :] if str(path).startswith(home + "/") else str(path)
 
 
 def config_dict(cfg: DemoConfig) -> dict[str, Any]:

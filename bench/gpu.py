@@ -30,7 +30,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 import torch  # noqa: E402
 
 from crystalwatch.measure import plan, run  # noqa: E402
-from crystalwatch.scoring.exact import HEAD_CHUNK_ELEMENTS, _final_logits, _layout, _pack  # noqa: E402
+from crystalwatch.scoring import trie  # noqa: E402
+from crystalwatch.scoring.exact import HEAD_CHUNK_ELEMENTS, _final_logits  # noqa: E402
 from crystalwatch.scoring.model import split_model  # noqa: E402
 from crystalwatch.tiny import build_tokenizer  # noqa: E402
 
@@ -67,20 +68,18 @@ def sync(device: str) -> None:
 
 @torch.no_grad()
 def lower_bound(model, requests, device: str) -> None:
-    """The body over exact's packed rows with a plain causal mask, the head where exact needs it."""
+    """exact's own blocks (``trie.layout``) in its batches (``trie.batches``) through the body with a plain causal
+    mask, the head where exact needs it: exact's work without the tree mask and bookkeeping."""
     body, head, config = split_model(model)
     chunk = max(1, HEAD_CHUNK_ELEMENTS // head.weight.shape[0])
-    for batch in _pack([_layout(i, r) for i, r in enumerate(requests)], 512, 4096):
-        width = max(sum(s.length for s in row) for row in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long)
+    for batch in trie.batches(trie.layout(requests, 512), 4096):
+        ids = torch.zeros(len(batch), max(b.length for b in batch), dtype=torch.long)
         rows, cols = [], []
-        for r, row in enumerate(batch):
-            start = 0
-            for seg in row:
-                ids[r, start : start + seg.length] = torch.tensor(seg.tokens)
-                rows += [r] * len(seg.needed)
-                cols += [start + o for o in seg.needed]
-                start += seg.length
+        for r, block in enumerate(batch):
+            ids[r, : block.length] = torch.tensor(block.tokens)
+            needed = block.needed
+            rows += [r] * len(needed)
+            cols += needed
         hidden = body(input_ids=ids.to(device), use_cache=False).last_hidden_state
         rows_t, cols_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
         for lo in range(0, len(rows), chunk):

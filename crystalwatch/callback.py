@@ -6,8 +6,9 @@ Add it to any ``transformers.Trainer`` (TRL's SFT, DPO, GRPO, ... trainers inclu
 
 It turns Trainer events into Monitor calls: train begin -> ``start`` (measures the starting model, or
 resumes the checkpoint's state), each optimizer step -> ``step`` with the step's time, save -> the
-monitor's state into ``checkpoint-N/``, train end -> ``close``. The trackers follow ``args.report_to``
-(W&B, TensorBoard, trackio, MLflow; JSONL and console always). Settings: docs/callback.md.
+monitor's state into ``checkpoint-N/``, the last step (or train end) -> ``close``, before the Trainer's
+tracker callbacks end their runs. The trackers follow ``args.report_to`` (W&B, TensorBoard, trackio, MLflow;
+JSONL and console always). Settings: docs/callback.md.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class CrystalWatchCallback(TrainerCallback):
         seconds = 0.0 if self._step_started is None else self._clock() - self._step_started
         self._step_started = None
         self.monitor.step(model, state.global_step, seconds=seconds)
+        if state.global_step >= state.max_steps or control.should_training_stop:
+            # The last step: measure and close now, before the Trainer's own tracker callbacks end their runs
+            # in on_train_end (they come first in the callback list).
+            self.monitor.close(model, state.global_step)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

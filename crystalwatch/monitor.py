@@ -96,6 +96,7 @@ class Monitor:
         self._train_seconds = 0.0  # training time since the last measurement (adaptive cadence)
         self._measure_seconds = 0.0  # what the last measurement cost
         self._mark: float | None = None  # end of the last monitor call (step() without seconds)
+        self._closed = False
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def start(self, model: Any, tokenizer: Any, *, step: int = 0, output_dir: str | Path = ".",
@@ -109,6 +110,7 @@ class Monitor:
         """
         rank, _ = context()
         self.main = rank == 0
+        self._closed = False
         out = Path(output_dir)
         # Each stage ends with every rank agreeing (one collective), so a failure on one rank turns measuring
         # off everywhere instead of leaving the others waiting in a collective it never joins.
@@ -179,9 +181,12 @@ class Monitor:
         return records
 
     def close(self, model: Any = None, step: int | None = None) -> None:
-        """Measure ``step`` if a model is given and it is not measured yet, then close every sink."""
+        """Measure ``step`` if a model is given and it is not measured yet, then close every sink (once)."""
         if model is not None and step is not None and self.active and step != self.last_step:
             self.measure(model, step)
+        if self._closed:
+            return
+        self._closed = True
         for sink in self.sinks:
             with self._guard(f"closing the {sink.name} sink"):
                 sink.close()

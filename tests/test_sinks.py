@@ -178,3 +178,27 @@ def test_report_to_tensorboard_without_wandb_installed(tmp_path, monkeypatch):
     assert [e.step for e in events.Scalars("crystal/coin_flip/entropy")] == [0, 2, 4]
     assert not any(p.name == "wandb" for p in tmp_path.rglob("*")) and not os.environ.get("WANDB_RUN_ID")
     assert sys.modules["wandb"] is None
+
+
+def test_the_last_measurement_reaches_trackers_the_trainer_closes_first(tmp_path):
+    """The Trainer's MLflow and trackio callbacks end their runs in on_train_end, before ours: the last measurement
+    is taken (and the sinks closed) at the last step, so it lands in their runs, and no stray run is started."""
+    from test_callback import load, sft_config, sft_data
+    from tiny import build_model, build_tokenizer, save
+    from trl import SFTTrainer
+
+    from crystalwatch import CrystalWatchCallback
+
+    tokenizer = build_tokenizer()
+    folder = save(build_model("llama", len(tokenizer)), tokenizer, tmp_path / "m")
+    model, tok = load(str(folder))
+    cb = CrystalWatchCallback(tasks=["coin_flip"], every_n_steps=2)
+    args = sft_config(tmp_path, max_steps=5, report_to=["mlflow", "trackio"], run_name="last-step",
+                      project="crystalwatch-tests")  # fmt: skip
+    SFTTrainer(model=model, args=args, train_dataset=sft_data(), processing_class=tok, callbacks=[cb]).train()
+    assert cb.errors == 0
+    client, run = mlflow_run("last-step")  # exactly one run of that name: no stray one
+    history = client.get_metric_history(run.info.run_id, "crystal/coin_flip/entropy")
+    assert [m.step for m in history] == [0, 2, 4, 5]
+    rows = [r for r in trackio_rows("last-step", "crystalwatch-tests") if "crystal/coin_flip/entropy" in r]
+    assert [r["step"] for r in rows] == [0, 2, 4, 5]

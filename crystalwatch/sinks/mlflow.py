@@ -40,6 +40,8 @@ class MLflowSink:
         mlflow.log_params(params)
 
     def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+        if mlflow.active_run() is None:  # the run ended (its owner closed it): log_metrics would start a stray one
+            return
         mlflow.log_metrics({k: float(v) for k, v in scalars(records, extra).items()}, step=int(step))
 
     def close(self) -> None:

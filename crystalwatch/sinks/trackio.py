@@ -34,6 +34,8 @@ class TrackioSink:
             self._owned = True
 
     def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+        if trackio.context_vars.current_run.get() is None:  # the run ended (its owner finished it)
+            return
         trackio.log(dict(scalars(records, extra)), step=int(step))
 
     def close(self) -> None:

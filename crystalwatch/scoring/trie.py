@@ -5,9 +5,9 @@ words), and every prompt ends in a trie of candidate answers. All of them form o
 token in the context of its ancestors, so two requests that share a prefix share its nodes, and a node's
 hidden state (and next-token distribution) is computed once. The trie is cut into blocks of at most
 ``row_tokens`` nodes (a block is one row of a forward pass: a node attends to its ancestors only, the tree
-attention mask); requests are taken in the order of their prompt tokens, so requests that share a prefix
-land in the same block and the prefix is computed once per block instead of once per request. A request
-longer than ``row_tokens`` gets a block of its own.
+attention mask); each request goes into the block that shares most of its prefix and has room, so a prefix
+is computed once per block instead of once per request, and blocks are nearly full (little padding). A
+request longer than ``row_tokens`` gets a block of its own.
 """
 
 from __future__ import annotations
@@ -116,19 +116,28 @@ def _check(request: Request) -> None:
 
 def layout(requests: Sequence[Request], row_tokens: int) -> list[Block]:
     """Cut the trie of all requests into blocks of at most ``row_tokens`` nodes (deterministic: every rank of a
-    sharded measurement gets the same blocks)."""
+    sharded measurement gets the same blocks).
+
+    Requests are taken in the order of their prompt tokens; each goes into the open block where it adds the
+    fewest nodes (the one sharing most of its prefix) among those it fits in, else into a new block. Blocks
+    therefore fill up (small requests fill the room large ones leave) and shared prefixes stay together.
+    """
     for r in requests:
         _check(r)
     order = sorted(range(len(requests)), key=lambda i: (list(requests[i].prompt_ids), i))
     blocks: list[Block] = []
-    current = Block(0)
     for i in order:
-        if current.requests and current.length + current.cost(requests[i]) > row_tokens:
-            blocks.append(current)
-            current = Block(len(blocks))
-        current.add(i, requests[i])
-    if current.requests:
-        blocks.append(current)
+        best: tuple[int, Block] | None = None
+        for block in blocks:
+            cost = block.cost(requests[i])
+            if block.length + cost <= row_tokens and (best is None or cost < best[0]):
+                best = (cost, block)
+        if best is None:
+            blocks.append(Block(len(blocks)))
+            target = blocks[-1]
+        else:
+            target = best[1]
+        target.add(i, requests[i])
     return blocks
 
 

@@ -13,6 +13,8 @@ from crystalwatch.measure import check_settings
 from crystalwatch.phases import STATES, PhaseConfig
 from crystalwatch.sinks.base import tracker_names
 
+IMAGES = ("transitions", "all", "none")
+
 
 def setting(default: Any, help: str) -> Any:
     """A settings field with its one-line help (read by docs/callback.md and the recipes' YAML keys)."""
@@ -34,7 +36,7 @@ class CrystalWatchConfig:
     every_n_steps: int | None = setting(
         None, "measure every N optimizer steps; None: adaptive (budget); 0: begin/end only"
     )
-    budget: float = setting(0.02, "adaptive cadence: measuring time / training time between measurements")
+    budget: float = setting(0.01, "adaptive cadence: measuring time / training time between measurements")
     kind: str | None = setting(None, '"chat" | "completion"; None: chat when the tokenizer has a chat template')
     estimator: str = setting("exact", 'a scorer backend: "exact" | "sampled" (crystalwatch.scoring.backend)')
     terminators: str = setting("boundary", '"eot" | "line" | "boundary" (docs/scoring.md)')
@@ -51,7 +53,10 @@ class CrystalWatchConfig:
     alerts: bool = setting(True, "tracker alerts (W&B) on transitions into alert_states")
     alert_states: tuple[str, ...] = setting(("nucleated", "foreign"), "states whose transitions raise a tracker alert")
     alert_min_interval_s: float = setting(300.0, "seconds between two alerts of the same (task, state)")
-    images: bool = setting(True, "consensus-vs-seed bar images in the trackers that show images")
+    images: str = setting(
+        "transitions", 'consensus-vs-seed bar images (W&B, TensorBoard): "transitions" (a task\'s first measurement '
+        'and each transition), "all" (every measurement) or "none"'
+    )
     console: bool = setting(True, "one line per transition on the console")
     strict: bool = setting(False, "raise errors instead of reporting them")
     phases: PhaseConfig = field(
@@ -79,6 +84,9 @@ class CrystalWatchConfig:
         check_number("alert_min_interval_s", self.alert_min_interval_s, 0, float("inf"))
         self.alert_states = tuple(check_choice("alert_states", s, STATES) for s in self.alert_states)
         tracker_names(self.report_to)  # unknown trackers fail here
+        if isinstance(self.images, bool):
+            self.images = "all" if self.images else "none"
+        check_choice("images", self.images, IMAGES)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> CrystalWatchConfig:

@@ -253,3 +253,11 @@ def test_failures_cap_and_rate_limit(tmp_path, monkeypatch):
     table = data["tables"][TABLE_KEY]["data"]
     assert [row[0] for row in table] == [step for step in (0, 10, 20, 30) for _ in tasks]
     assert [row["train/global_step"] for row in data["history"]] == [0, 20, 30]
+
+
+def test_images_on_a_tasks_first_measurement_and_its_transitions(logged):
+    """images="transitions" (the default): step 0 draws both tasks, step 10 only coin (liquid -> foreign), step 20
+    both (count nucleated, coin foreign again)."""
+    rows = measurement_rows(logged[0]["history"])
+    drawn = [sorted(t for t in ("count", "coin") if f"crystal/{t}/bars._type" in row) for row in rows]
+    assert drawn == [["coin", "count"], ["coin"], ["coin", "count"]]

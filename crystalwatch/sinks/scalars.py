@@ -73,6 +73,16 @@ def scalars(records: Sequence[Record], extra: dict[str, Any] | None = None) -> d
     return out
 
 
+def imaged(records: Sequence[Record], mode: str, seen: set[str]) -> list[Record]:
+    """The records whose bar image a tracker draws: every one (``"all"``), none, or (``"transitions"``) a task's
+    first measurement and the ones with a transition. ``seen`` keeps the tasks drawn once (the sink's own)."""
+    if mode == "none":
+        return []
+    chosen = [r for r in records if r.consensus and (mode == "all" or r.events or r.task not in seen)]
+    seen.update(r.task for r in chosen)
+    return chosen
+
+
 def table_row(record: Record) -> list[Any]:
     """One phase-table row, in :data:`TABLE_COLUMNS` order (null metrics stay None)."""
     metrics = record.metrics or {}

@@ -17,7 +17,7 @@ from typing import Any
 
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
-from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, scalars, table_row
+from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, scalars, table_row
 
 
 def _cell(value: Any) -> str:
@@ -36,8 +36,9 @@ class TensorBoardSink:
 
     name = "tensorboard"
 
-    def __init__(self, *, images: bool = True, log_dir: str | Path | None = None, **_: Any) -> None:
-        self.images = images
+    def __init__(self, *, images: str | bool = "transitions", log_dir: str | Path | None = None, **_: Any) -> None:
+        self.images = {True: "all", False: "none"}.get(images, images) if isinstance(images, bool) else images
+        self._imaged: set[str] = set()
         self.log_dir = Path(log_dir) if log_dir else None
         self._writer: Any = None
 
@@ -56,11 +57,8 @@ class TensorBoardSink:
             return
         for key, value in scalars(records, extra).items():
             self._writer.add_scalar(key, value, step)
-        if self.images:
-            for record in records:
-                if record.consensus:
-                    self._writer.add_image(f"{PREFIX}/{record.task}/bars", _png_array(record), step,
-                                           dataformats="HWC")  # fmt: skip
+        for record in imaged(records, self.images, self._imaged):
+            self._writer.add_image(f"{PREFIX}/{record.task}/bars", _png_array(record), step, dataformats="HWC")
         self._writer.add_text(f"{PREFIX}/phase_table", phase_table_markdown(records), step)
         self._writer.flush()
 

@@ -27,7 +27,7 @@ import wandb
 
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
-from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, number, scalars, table_row
+from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, number, scalars, table_row
 
 __all__ = ["MAX_ALERTS", "TABLE_KEY", "Alert", "WandbSink", "finish_stage"]
 
@@ -111,11 +111,13 @@ class WandbSink:
     name = "wandb"
 
     def __init__(self, *, alerts: bool = True, alert_states: Sequence[str] = ("nucleated", "foreign"),
-                 alert_min_interval_s: float = 300.0, images: bool = True, report: bool = True) -> None:  # fmt: skip
+                 alert_min_interval_s: float = 300.0, images: str | bool = "transitions",
+                 report: bool = True) -> None:  # fmt: skip
         self.alerts = alerts
         self.alert_states = tuple(alert_states)
         self.alert_min_interval_s = float(alert_min_interval_s)
-        self.images = images
+        self.images = {True: "all", False: "none"}.get(images, images) if isinstance(images, bool) else images
+        self._imaged: set[str] = set()
         self.report = report  # render the report at close and log it with the trajectory
         self._clock = time.monotonic  # replaceable in tests
         self._info: RunInfo | None = None
@@ -175,8 +177,7 @@ class WandbSink:
         if run is None:
             return
         payload: dict[str, Any] = {STEP_KEY: int(step), **scalars(records, extra)}
-        if self.images:
-            payload.update({f"{PREFIX}/{r.task}/bars": bars_image(r) for r in records if r.consensus})
+        payload.update({f"{PREFIX}/{r.task}/bars": bars_image(r) for r in imaged(records, self.images, self._imaged)})
         planned = self.plan_alerts(records, step) if self.alerts else []
         self._add_rows(records)
         self._send(run, payload, int(step))

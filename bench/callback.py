@@ -8,8 +8,8 @@ TRL's SFTTrainer on crystalwatch's chat conversations, batch 8, max length 128, 
 checkpoint every ``--save-steps`` steps. Both arms report to every tracker: ``report_to`` = wandb (offline),
 tensorboard, mlflow (local file store) and trackio (local folder), so the Trainer's own logging is in both and the
 difference is crystalwatch's. The callback runs at its defaults (all 15 tasks, chat prompts, adaptive cadence with
-budget 2%, W&B images, phase table and alerts on, the report rendered at the end) against a seed library built
-beforehand from the starting model.
+budget 1%, W&B images at transitions, phase table and alerts on, the report rendered at the end) against a seed
+library built beforehand from the starting model.
 
 Each run is a fresh Python process; the timed wall time is the callback's construction (loading the library and
 tasks), ``trainer.train()`` and the trackers' final flush (``wandb.finish``, ``mlflow.end_run``,
@@ -173,7 +173,7 @@ def worker(opts: argparse.Namespace) -> None:
 
         t = time.perf_counter()
         timers.add("imports (crystalwatch's callback, sinks, figures, report)", t - start)
-        cb = CrystalWatchCallback(seeds=opts.seeds)  # the defaults: adaptive cadence, budget 2%, images, alerts
+        cb = CrystalWatchCallback(seeds=opts.seeds)  # the defaults: adaptive cadence, images at transitions, alerts
         timers.add("construct (load library + tasks)", time.perf_counter() - t)
         timers.add("own", time.perf_counter() - start)
         for method in ("start", "step", "measure", "save_state", "close"):
@@ -418,6 +418,9 @@ def _pct(x: float) -> str:
 
 
 def render(r: dict) -> str:
+    from crystalwatch.settings import CrystalWatchConfig
+
+    budget = CrystalWatchConfig().budget
     ok = {True: "MET", False: "NOT MET"}
     m, parts = r["machine"], r["breakdown_s"]
     own_total = parts["(own time, measured)"]
@@ -437,8 +440,8 @@ def render(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with 2 threads, transformers "
         f"{m['transformers']}. TRL SFT, {r['steps']} steps (batch 8, max length 128, ~3M-parameter Llama, fp32), "
         f"a checkpoint every {r['save_steps']} steps; every run reports to {', '.join(r['trackers'])}. The callback "
-        f"at its defaults: {r['tasks']} tasks, chat prompts, adaptive cadence (budget 2%), images, phase table and "
-        "alerts on.",
+        f"at its defaults: {r['tasks']} tasks, chat prompts, adaptive cadence (budget {budget:.0%}), images at "
+        "transitions, phase table and alerts on.",
         "",
     ]  # fmt: skip
     if r["quick"]:
@@ -469,7 +472,7 @@ def render(r: dict) -> str:
         f"Own time = fixed part (setup, the train-begin and train-end measurements, saves, close) + periodic part "
         f"(the measurements the adaptive cadence makes during training): median {_pct(r['fixed_share'])} + "
         f"{_pct(r['periodic_share'])} of the training time. The adaptive cadence holds the periodic part near its "
-        "budget (2%) whatever the run's length; the fixed part shrinks as the run gets longer.",
+        f"budget ({budget:.0%}) whatever the run's length; the fixed part shrinks as the run gets longer.",
         "",
         f"Goal (issue 15): ≤ {_pct(r['goal'])} of training time at the default cadence. Own-time share: "
         f"**{ok[r['callback_own_share'] <= r['goal']]}** ({_pct(r['callback_own_share'])}). Wall-time share: "

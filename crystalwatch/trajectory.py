@@ -108,10 +108,10 @@ def resume_run(path: str | Path, run: str, tracker: PhaseTracker) -> RunSoFar:
     if not path.is_file():
         return RunSoFar()
     records = read_trajectory(path, empty_ok=True)
-    mine = [r for r in records if r["run"] == run]
+    mine = [r for r in records if r.run == run]
     for r in mine:
-        tracker.update(r["step"], r["task"], r["metrics"], np.array(r["consensus"], dtype=float), r["seed"])
+        tracker.update(r.step, r.task, r.metrics, np.array(r.consensus, dtype=float), r.seed)
     if not mine:
         return RunSoFar(records=len(records))
     last = mine[-1]
-    return RunSoFar(last["index"] + 1, last["step"], last.get("library"), len(records))
+    return RunSoFar(last.index + 1, last.step, last.library, len(records))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crystalwatch.files import ensure_folder, write_atomic
-from crystalwatch.records import Record, read_trajectory  # noqa: F401  (Record: the type render_report reads)
+from crystalwatch.records import SCHEMA, Record, read_trajectory
 from crystalwatch.report.data import Runs, _group, _slugs
 from crystalwatch.report.figures import _plot_bars, _plot_task, _plot_timeline, bars_png
 from crystalwatch.report.html import page
@@ -21,14 +21,18 @@ from crystalwatch.report.html import page
 __all__ = ["bars_png", "render_report"]
 
 
-def render_report(trajectory: str | Path | list[dict], out_dir: str | Path, *, title: str | None = None) -> Path:
-    """Render PNGs + index.html for a trajectory (path or list of records); return the index.html path."""
-    records = list(trajectory) if isinstance(trajectory, list) else read_trajectory(trajectory)
+def render_report(trajectory: str | Path | list[Record], out_dir: str | Path, *, title: str | None = None) -> Path:
+    """Render PNGs + index.html for a trajectory (a path, or records: :class:`Record` or their JSON objects);
+    return the index.html path."""
+    if isinstance(trajectory, list):
+        records = [r if isinstance(r, Record) else Record.from_json({"schema": SCHEMA, **r}) for r in trajectory]
+    else:
+        records = read_trajectory(trajectory)
     if not records:
         raise ValueError("the trajectory has no records: nothing to report (was the run measured at least once?)")
     out = ensure_folder(out_dir)
     tasks = _group(records)
-    run_names = list(dict.fromkeys(r["run"] for r in records))
+    run_names = list(dict.fromkeys(r.run for r in records))
     images = _render_images(tasks, run_names, out)
     index = out / "index.html"
     write_atomic(index, page(records, tasks, images, run_names, title))

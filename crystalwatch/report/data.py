@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from crystalwatch.phases import UNKNOWN_COLOUR, state_info
+from crystalwatch.records import Record
 
 OTHER_COLOUR = UNKNOWN_COLOUR  # a state the table does not know
 MISSING_COLOUR = "#ffffff"  # no measurement at that step (timeline)
@@ -23,15 +24,15 @@ TABLE_METRICS = ("seed_distance", "temperature", "entropy", "diversity", "covera
 TOP_OUTCOMES = 12
 DPI = 100
 
-Runs = dict[str, list[dict[str, Any]]]  # run -> its records for one task, sorted by index
+Runs = dict[str, list[Record]]  # run -> its records for one task, sorted by index
 
 
-def _group(records: list[dict[str, Any]]) -> dict[str, Runs]:
+def _group(records: list[Record]) -> dict[str, Runs]:
     """task -> run -> records sorted by index; tasks and runs in order of first appearance."""
-    order = {run: i for i, run in enumerate(dict.fromkeys(r["run"] for r in records))}
+    order = {run: i for i, run in enumerate(dict.fromkeys(r.run for r in records))}
     tasks: dict[str, Runs] = defaultdict(lambda: defaultdict(list))
-    for r in sorted(records, key=lambda r: (order[r["run"]], r["index"])):
-        tasks[r["task"]][r["run"]].append(r)
+    for r in sorted(records, key=lambda r: (order[r.run], r.index)):
+        tasks[r.task][r.run].append(r)
     return {task: dict(runs) for task, runs in tasks.items()}
 
 
@@ -60,8 +61,8 @@ def _num(value: Any) -> float:
     return value if math.isfinite(value) else math.nan
 
 
-def _series(recs: list[dict[str, Any]], metric: str) -> np.ndarray:
-    return np.array([_num((r.get("metrics") or {}).get(metric)) for r in recs], dtype=float)
+def _series(recs: list[Record], metric: str) -> np.ndarray:
+    return np.array([_num((r.metrics or {}).get(metric)) for r in recs], dtype=float)
 
 
 def _colour(state: str) -> str:
@@ -74,24 +75,24 @@ def _text(s: Any) -> str:
     return str(s).replace("$", r"\$")
 
 
-def _step_labels(recs: list[dict[str, Any]]) -> dict[float, str]:
+def _step_labels(recs: list[Record]) -> dict[float, str]:
     """step -> its tick label: the records' labels where given (with the step when labels repeat), else the step."""
     labels: dict[float, list[str]] = {}
     for r in recs:
-        names = labels.setdefault(r["step"], [])
-        if r.get("label") and r["label"] not in names:
-            names.append(r["label"])
+        names = labels.setdefault(r.step, [])
+        if r.label and r.label not in names:
+            names.append(r.label)
     texts = {step: "/".join(names) for step, names in sorted(labels.items())}
     if len(set(texts.values())) < len(texts):  # stage labels repeat (a training run): show the step too
         return {step: f"{step:g} {text}".strip() for step, text in texts.items()}
     return {step: text or f"{step:g}" for step, text in texts.items()}
 
 
-def _transitions(recs: list[dict[str, Any]]) -> list[str]:
+def _transitions(recs: list[Record]) -> list[str]:
     out = []
     for r in recs:
-        for e in r.get("events") or []:
+        for e in r.events or []:
             seed = f" ({e['seed']})" if e.get("seed") else ""
             remelt = " remelt" if e.get("remelt") else ""
-            out.append(f"{e.get('from')}→{e.get('to')} @{e.get('step', r['step'])}{seed}{remelt}")
+            out.append(f"{e.get('from')}→{e.get('to')} @{e.get('step', r.step)}{seed}{remelt}")
     return out

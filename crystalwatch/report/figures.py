@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,6 +21,7 @@ from PIL import Image
 
 from crystalwatch.files import write_atomic
 from crystalwatch.phases import state_names
+from crystalwatch.records import Record
 from crystalwatch.report.data import (
     DPI,
     MISSING_COLOUR,
@@ -66,25 +67,25 @@ def _set_step_ticks(ax, labels: dict[float, str], has_labels: bool) -> None:
             tick.set_horizontalalignment("right")
 
 
-def _shade(ax, recs: list[dict[str, Any]]) -> None:
+def _shade(ax, recs: list[Record]) -> None:
     """Background spans coloured by state, each centred on its measurement."""
-    steps = [float(r["step"]) for r in recs]
+    steps = [float(r.step) for r in recs]
     gaps = np.diff(steps) if len(steps) > 1 else np.array([1.0])
     edges = [steps[0] - gaps[0] / 2, *(s + g / 2 for s, g in zip(steps, gaps)), steps[-1] + gaps[-1] / 2]
     start = 0
     for i in range(1, len(recs) + 1):  # one span per stretch of equal states
-        if i == len(recs) or recs[i]["state"] != recs[start]["state"]:
-            ax.axvspan(edges[start], edges[i], color=_colour(recs[start]["state"]), alpha=0.35, lw=0, zorder=0)
+        if i == len(recs) or recs[i].state != recs[start].state:
+            ax.axvspan(edges[start], edges[i], color=_colour(recs[start].state), alpha=0.35, lw=0, zorder=0)
             start = i
 
 
-def _mark_events(ax, recs: list[dict[str, Any]], *, text: bool, colour: str, prefix: str) -> None:
+def _mark_events(ax, recs: list[Record], *, text: bool, colour: str, prefix: str) -> None:
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     for r in recs:
-        for e in r.get("events") or []:
-            ax.axvline(r["step"], color=colour, lw=1, ls="--", zorder=1)
+        for e in r.events or []:
+            ax.axvline(r.step, color=colour, lw=1, ls="--", zorder=1)
             if text:
-                ax.text(r["step"], 0.97, prefix + _text(e.get("to")), transform=trans, rotation=90, va="top",
+                ax.text(r.step, 0.97, prefix + _text(e.get("to")), transform=trans, rotation=90, va="top",
                         ha="center", fontsize=7, color="#222222", zorder=4,
                         bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1})  # fmt: skip
 
@@ -95,7 +96,7 @@ def _plot_panel(ax, runs: Runs, panel: tuple[str, str, str | None, bool], *, top
     single = len(runs) == 1
     plotted = False
     for i, (run, recs) in enumerate(runs.items()):
-        steps = [r["step"] for r in recs]
+        steps = [r.step for r in recs]
         colours = ("C0", "C1") if single else (f"C{i % 10}",) * 2
         for metric, colour, style in ((primary, colours[0], "-"), (secondary, colours[1], "--")):
             values = _series(recs, metric) if metric else np.array([np.nan])
@@ -114,7 +115,7 @@ def _plot_panel(ax, runs: Runs, panel: tuple[str, str, str | None, bool], *, top
         if single:
             _shade(ax, recs)
         else:
-            ax.scatter(steps, _series(recs, primary), c=[_colour(r["state"]) for r in recs], s=18, zorder=3,
+            ax.scatter(steps, _series(recs, primary), c=[_colour(r.state) for r in recs], s=18, zorder=3,
                        edgecolors="#333333", linewidths=0.5)  # fmt: skip
         _mark_events(ax, recs, text=top, colour="#333333" if single else colours[0],
                      prefix="" if single else f"{_text(run)}: ")  # fmt: skip
@@ -133,30 +134,30 @@ def _plot_task(task: str, runs: Runs, path: Path) -> None:
     axes = fig.subplots(2, 2, sharex=True).ravel()
     everything = [r for recs in runs.values() for r in recs]
     labels = _step_labels(everything)
-    has_labels = any(r.get("label") for r in everything)
+    has_labels = any(r.label for r in everything)
     for i, (ax, panel) in enumerate(zip(axes, PANELS)):
         _plot_panel(ax, runs, panel, top=i < 2, first=i == 0)
         _set_step_ticks(ax, labels, has_labels)
     for ax in axes[2:]:
         ax.set_xlabel("step", fontsize=9)
     fig.suptitle(_text(task), fontsize=12, fontweight="bold")
-    states = dict.fromkeys(r["state"] for r in everything)
+    states = dict.fromkeys(r.state for r in everything)
     _state_legend(fig, states, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=len(states))
     _save(fig, path)
 
 
-def _plot_timeline(tasks: dict[str, list[dict[str, Any]]], path: Path, run: str) -> None:
+def _plot_timeline(tasks: dict[str, list[Record]], path: Path, run: str) -> None:
     """One run's phases: rows = tasks, columns = steps, cells coloured by state (white: not measured)."""
     everything = [r for recs in tasks.values() for r in recs]
     labels = _step_labels(everything)
     column = {step: i for i, step in enumerate(labels)}
     known = state_names()
-    states = [*known, *sorted({r["state"] for r in everything} - set(known))]
+    states = [*known, *sorted({r.state for r in everything} - set(known))]
     code = {s: i + 1 for i, s in enumerate(states)}  # 0 = no measurement
     rows = np.zeros((len(tasks), len(column)), dtype=int)
     for row, recs in zip(rows, tasks.values()):
         for r in recs:
-            row[column[r["step"]]] = code[r["state"]]
+            row[column[r.step]] = code[r.state]
     names = [_text(task) for task in tasks]
     cmap = ListedColormap([MISSING_COLOUR, *(_colour(s) for s in states)])
     height = 2.0 + 0.26 * len(rows)
@@ -181,16 +182,16 @@ def _plot_timeline(tasks: dict[str, list[dict[str, Any]]], path: Path, run: str)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    present = [s for s in states if any(r["state"] == s for r in everything)]
+    present = [s for s in states if any(r.state == s for r in everything)]
     _state_legend(fig, present, loc="upper right", bbox_to_anchor=(0.995, 1 - 0.3 / height))
     _save(fig, path)
 
 
-def _plot_bars(task: str, run: str | None, record: dict[str, Any], path: Path | IO[bytes]) -> None:
+def _plot_bars(task: str, run: str | None, record: Record, path: Path | IO[bytes]) -> None:
     """Last consensus vs the nearest seed's centroid, horizontal bars over (the top) outcomes."""
-    outcomes = [str(o) for o in record["outcomes"]]
-    consensus = np.array([_num(v) for v in record["consensus"]])
-    centroid = record.get("seed_centroid")
+    outcomes = [str(o) for o in record.outcomes]
+    consensus = np.array([_num(v) for v in record.consensus])
+    centroid = record.seed_centroid
     seed = np.array([_num(v) for v in centroid]) if centroid and len(centroid) == len(outcomes) else None
     top = np.nan_to_num(np.fmax(consensus, seed) if seed is not None else consensus)
     keep = np.arange(len(outcomes))
@@ -214,13 +215,13 @@ def _plot_bars(task: str, run: str | None, record: dict[str, Any], path: Path | 
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best", framealpha=0.8)
     shown = f"top {n} of {len(outcomes)} outcomes" if n < len(outcomes) else f"{n} outcomes"
-    where = f"step {record['step']}" + (f" ({record['label']})" if record.get("label") else "")
+    where = f"step {record.step}" + (f" ({record.label})" if record.label else "")
     head = f"{task} · {run}" if run else task
     ax.set_title(_text(f"{head}: {where}, {shown}"), fontsize=9, loc="left")
     _save(fig, path)
 
 
-def bars_png(task: str, record: dict[str, Any], run: str | None = None) -> bytes:
+def bars_png(task: str, record: Record, run: str | None = None) -> bytes:
     """The bar chart of one trajectory record (consensus vs nearest seed) as PNG bytes (used by the W&B sink)."""
     buffer = io.BytesIO()
     _plot_bars(task, run, record, buffer)

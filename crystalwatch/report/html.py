@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from crystalwatch.metrics import temperature_text
+from crystalwatch.records import Record
 from crystalwatch.report.data import TABLE_METRICS, Runs, _colour, _num, _transitions
 
 CSS = """
@@ -42,17 +43,17 @@ def _state_cell(state: str) -> str:
     return f'<td class="state" style="{style}">{_esc(state)}</td>'
 
 
-def _top_outcome(record: dict[str, Any]) -> str:
-    probs = [_num(v) for v in record["consensus"]]
+def _top_outcome(record: Record) -> str:
+    probs = [_num(v) for v in record.consensus]
     if not probs or all(math.isnan(p) for p in probs):
         return "–"
     best = int(np.nanargmax(probs))
-    return f"{record['outcomes'][best]} ({probs[best]:.2f})"
+    return f"{record.outcomes[best]} ({probs[best]:.2f})"
 
 
-def _checkpoints(records: list[dict[str, Any]]) -> str:
+def _checkpoints(records: list[Record]) -> str:
     """'base @0, sft @100, ...' for the labelled measurements (a checkpoint ladder); '' without labels."""
-    seen = dict.fromkeys((r["run"], r["index"], r["step"], r["label"]) for r in records if r.get("label"))
+    seen = dict.fromkeys((r.run, r.index, r.step, r.label) for r in records if r.label)
     return ", ".join(f"{label} @{step}" for _, _, step, label in sorted(seen, key=lambda k: k[:2]))
 
 
@@ -61,10 +62,10 @@ def _summary_rows(tasks: dict[str, Runs], slugs: dict[str, str], several: bool) 
     for task, runs in tasks.items():
         for run, recs in runs.items():
             last = recs[-1]
-            metrics = last.get("metrics") or {}
+            metrics = last.metrics or {}
             cells = [f'<td><a href="#task-{_esc(slugs[task])}">{_esc(task)}</a></td>']
             cells += [f"<td>{_esc(run)}</td>"] if several else []
-            cells += [_state_cell(last["state"]), f"<td>{_esc(last.get('seed') or '–')}</td>"]
+            cells += [_state_cell(last.state), f"<td>{_esc(last.get('seed') or '–')}</td>"]
             cells += [f'<td class="num">{_metric_text(metrics, m)}</td>' for m in TABLE_METRICS]
             cells.append(f"<td>{_esc(_top_outcome(last))}</td>")
             cells.append(f"<td>{_esc(', '.join(_transitions(recs)) or '–')}</td>")
@@ -76,14 +77,14 @@ def _img(name: str, alt: str) -> str:
     return f"<img src='{_esc(name)}' alt='{_esc(alt)}'>"
 
 
-def page(records: list[dict[str, Any]], tasks: dict[str, Runs], images: dict[str, Any], run_names: list[str],
+def page(records: list[Record], tasks: dict[str, Runs], images: dict[str, Any], run_names: list[str],
           title: str | None) -> str:  # fmt: skip
     several = len(run_names) > 1
     slugs = images["slugs"]
     title = title or f"crystalwatch report: {', '.join(run_names)}"
-    measurements = len({(r["run"], r["index"]) for r in records})
-    models = list(dict.fromkeys(str(r.get("model")) for r in records if r.get("model")))
-    times = sorted(r["time"] for r in records if r.get("time"))
+    measurements = len({(r.run, r.index) for r in records})
+    models = list(dict.fromkeys(str(r.model) for r in records if r.model))
+    times = sorted(r.time for r in records if r.time)
     checkpoints = _checkpoints(records)
     span = f" from {_esc(times[0])} to {_esc(times[-1])}" if times else ""
     head = ["task", *(["run"] if several else []), "final state", "seed", *TABLE_METRICS, "top outcome", "transitions"]

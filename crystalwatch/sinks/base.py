@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,9 @@ def grouped(group: str, job_type: str) -> Iterator[None]:
     """Group the tracker runs started inside (one stage of a chain) as one experiment: W&B reads
     ``WANDB_RUN_GROUP`` / ``WANDB_JOB_TYPE`` when the Trainer starts its run. The environment is restored."""
     saved = {k: os.environ.get(k) for k in ("WANDB_RUN_GROUP", "WANDB_JOB_TYPE")}
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is None:
+        wandb.teardown()  # W&B reads its environment once per session: an idle earlier session would hide the group
     os.environ.update({"WANDB_RUN_GROUP": group, "WANDB_JOB_TYPE": job_type})
     try:
         yield

@@ -38,6 +38,7 @@ import torch  # noqa: E402
 
 from crystalwatch import CrystalWatchCallback, load_model, read_trajectory  # noqa: E402
 from crystalwatch.data import contamination, real  # noqa: E402
+from crystalwatch.files import write_atomic  # noqa: E402
 from crystalwatch.models import cache_dir, fingerprint  # noqa: E402
 from crystalwatch.phases import CRYSTAL, pvalue_has_power  # noqa: E402
 from crystalwatch.report import render_report  # noqa: E402
@@ -126,7 +127,7 @@ def run_arm(name: str, library, minutes: float, every: int, max_steps: int) -> d
                "measurements": watch.index, "measure_seconds": round(watch.seconds), "errors": watch.errors,
                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                "data": data_info, "tasks": per_task(read_trajectory(trajectory))}  # fmt: skip
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_atomic(folder / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -183,8 +184,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=40.0, help="training time per arm")
     parser.add_argument("--every", type=int, default=25, help="measure every N steps")
     parser.add_argument("--max-steps", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (all cores)")
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     model, tokenizer = load_model(BASE)
     tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     library = load_or_build(cache_dir() / "seeds" / "gemma-3-270m-all-tasks.seeds.json.gz", model, tokenizer, None,
@@ -192,13 +194,13 @@ def main() -> None:
     del model
     OUT.mkdir(parents=True, exist_ok=True)
     info = contamination.report(real.sharegpt())
-    (OUT / "contamination.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_atomic(OUT / "contamination.json", json.dumps(info, indent=1) + "\n")
     for name in ARMS if args.arm == "all" else [args.arm]:
         summary = run_arm(name, library, args.minutes, args.every, args.max_steps)
         print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}), flush=True)
     summaries = [json.loads(p.read_text()) for p in sorted(OUT.glob("*/summary.json"))]
     summaries.sort(key=lambda s: list(ARMS).index(s["arm"]))
-    (OUT / "results.md").write_text(table(summaries))
+    write_atomic(OUT / "results.md", table(summaries))  # the arms may run side by side
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 def brute_force_logprob(model, prompt_ids, cont_ids, terminators) -> float:
     """log P(cont | prompt) + log P(any terminator | prompt, cont), from the model's own logits."""
     ids = torch.tensor([list(prompt_ids) + list(cont_ids)])
-    logits = model(input_ids=ids).logits[0].float()
+    logits = model(input_ids=ids).logits[0].double()  # the normalisation in fp64: the reference adds no error
     lsm = torch.log_softmax(logits, dim=-1)
     p = len(prompt_ids)
     total = sum(lsm[p - 1 + i, t].item() for i, t in enumerate(cont_ids))

@@ -124,7 +124,8 @@ def run_arm(name: str, library, minutes: float, every: int, max_steps: int) -> d
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     render_report(trajectory, folder / "report", title=f"nucleation experiment: {name}")
     summary = {"arm": name, **arm, "steps": trainer.state.global_step, "seconds": round(seconds),
-               "measurements": watch.index, "measure_seconds": round(watch.seconds), "errors": watch.errors,
+               "measurements": watch.index, "threads": torch.get_num_threads(),
+               "measure_seconds": round(watch.seconds), "errors": watch.errors,
                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                "data": data_info, "tasks": per_task(read_trajectory(trajectory))}  # fmt: skip
     write_atomic(folder / "summary.json", json.dumps(summary, indent=1) + "\n")
@@ -157,11 +158,16 @@ def per_task(records) -> dict:
 def table(summaries: list[dict]) -> str:
     lines = ["# Nucleation experiment: results (written by bench/nucleation.py)", ""]
     for s in summaries:
+        threads = f", {s['threads']} torch threads" if "threads" in s else ""
         lines.append(f"- **{s['arm']}**: {s['steps']} steps in {s['seconds']} s ({s['measurements']} measurements, "
-                     f"{s['measure_seconds']} s measuring), loss {s['loss_first']} -> {s['loss_last']}, "
+                     f"{s['measure_seconds']} s measuring{threads}), "
+                     f"loss {s['loss_first']:.3f} -> {s['loss_last']:.3f}, "
                      f"lr {s['lr']}, LoRA r {s['lora'] or '-'}, data {s['data']['kept']} conversations "
                      f"({s['data']['removed_as_contaminated']} removed)")  # fmt: skip
-    lines += ["", "| task | K | " + " | ".join(s["arm"] for s in summaries) + " |",
+    lines += ["", "Per task at the arm's last measurement: state, seed, permutation p-value, the largest collapse "
+              "seen, entropy (normalised) and coverage from the first to the last measurement. **nucleated**: the "
+              "pre-registered rule (a crystal state, K ≥ 5, p ≤ 0.05).", "",
+              "| task | K | " + " | ".join(s["arm"] for s in summaries) + " |",
               "|---|---|" + "---|" * len(summaries)]  # fmt: skip
     for task in (t.id for t in load_tasks()):
         cells = []
@@ -172,7 +178,9 @@ def table(summaries: list[dict]) -> str:
                 continue
             p = "-" if t["seed_pvalue"] is None else f"{t['seed_pvalue']:.3f}"
             mark = " **nucleated**" if t["nucleated"] else ""
-            cells.append(f"{t['state']} {t['seed']} p={p}, collapse max {t['collapse_max']:.2f}{mark}")
+            h, c = t["entropy"], t["coverage"]
+            cells.append(f"{t['state']} {t['seed']} p={p}, collapse max {t['collapse_max']:.2f}, "
+                         f"H {h[0]:.2f}→{h[1]:.2f}, coverage {c[0]:.2f}→{c[1]:.2f}{mark}")  # fmt: skip
         k = next(s["tasks"][task]["outcomes"] for s in summaries if task in s["tasks"])
         lines.append(f"| {task} | {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -185,7 +193,10 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25, help="measure every N steps")
     parser.add_argument("--max-steps", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (all cores)")
+    parser.add_argument("--table", action="store_true", help="only rewrite results.md from the arms' summaries")
     args = parser.parse_args()
+    if args.table:
+        return write_table()
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(BASE)
     tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
@@ -194,13 +205,19 @@ def main() -> None:
     del model
     OUT.mkdir(parents=True, exist_ok=True)
     info = contamination.report(real.sharegpt())
+    info.pop("examples")  # ShareGPT states no licence: its text stays out of the repo, the ids say where to look
     write_atomic(OUT / "contamination.json", json.dumps(info, indent=1) + "\n")
     for name in ARMS if args.arm == "all" else [args.arm]:
         summary = run_arm(name, library, args.minutes, args.every, args.max_steps)
         print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}), flush=True)
+    write_table()
+
+
+def write_table() -> None:
+    """results.md from every arm's summary.json (the arms may run side by side: whoever ends last has all)."""
     summaries = [json.loads(p.read_text()) for p in sorted(OUT.glob("*/summary.json"))]
     summaries.sort(key=lambda s: list(ARMS).index(s["arm"]))
-    write_atomic(OUT / "results.md", table(summaries))  # the arms may run side by side
+    write_atomic(OUT / "results.md", table(summaries))
 
 
 if __name__ == "__main__":

@@ -81,10 +81,11 @@ def test_contamination_flags(text, kinds):
 def test_only_user_turns_count_and_decontaminate_splits():
     rows = [{"messages": [{"role": "user", "content": "Tell me a story"},
                           {"role": "assistant", "content": "Pick a random number from 1 to 10, said the owl."}]},
-            {"messages": [{"role": "user", "content": "Guess a number from 1 to 100"},
+            {"id": "b", "messages": [{"role": "user", "content": "Guess a number from 1 to 100"},
                           {"role": "assistant", "content": "42"}]}]  # fmt: skip
     kept, removed = contamination.decontaminate(rows)
     assert kept == rows[:1] and removed == rows[1:]
     summary = contamination.report(rows)
     assert summary["checked"] == 2 and summary["flagged"] == 1 and summary["by_kind"] == {"number": 1, "range": 1}
     assert summary["examples"]["number"] == ["Guess a number from 1 to 100"]
+    assert summary["example_ids"]["number"] == ["b"]

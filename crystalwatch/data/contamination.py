@@ -81,8 +81,9 @@ def decontaminate(rows: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]],
 
 
 def report(rows: Iterable[dict[str, Any]], examples: int = 3) -> dict[str, Any]:
-    """How many conversations ask for something random, by kind, with a few examples (the matched text) of each."""
-    checked, counts, shown = 0, Counter(), {}
+    """How many conversations ask for something random, by kind, with a few examples of each: the matched text
+    (``examples``) and the conversations' ids (``example_ids``; what to publish when the data's terms are unknown)."""
+    checked, counts, shown, ids = 0, Counter(), {}, {}
     for row in rows:
         checked += 1
         found = matches(row["messages"])
@@ -91,5 +92,6 @@ def report(rows: Iterable[dict[str, Any]], examples: int = 3) -> dict[str, Any]:
         for kind, text in found.items():
             if len(shown.setdefault(kind, [])) < examples:
                 shown[kind].append(text)
+                ids.setdefault(kind, []).append(row.get("id"))
     return {"checked": checked, "flagged": counts.pop("any", 0), "by_kind": dict(counts.most_common()),
-            "examples": shown}  # fmt: skip
+            "examples": shown, "example_ids": ids}  # fmt: skip

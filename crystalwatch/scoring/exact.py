@@ -255,8 +255,9 @@ def score_all(
 def distribution(request: Request, logp: np.ndarray, n_outcomes: int) -> Scored:
     """Sum candidate probabilities per outcome (in log space), renormalise, keep the coverage."""
     per_outcome = np.full(n_outcomes, -np.inf)
-    for cand, lp in zip(request.candidates, logp):
-        per_outcome[cand.outcome] = np.logaddexp(per_outcome[cand.outcome], lp)
+    with np.errstate(invalid="ignore"):  # NaN scores (a diverged model) stay NaN: the caller reports no signal
+        for cand, lp in zip(request.candidates, logp):
+            per_outcome[cand.outcome] = np.logaddexp(per_outcome[cand.outcome], lp)
     total = logsumexp(per_outcome)
     return Scored(np.exp(per_outcome - total), float(np.exp(total)))
 

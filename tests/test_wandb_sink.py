@@ -10,6 +10,7 @@ import pytest
 import wandb
 from wandb_run import latest_run_dir, read_offline_run
 
+from crystalwatch.bars import BAR_COLUMNS
 from crystalwatch.phases import STATES, state_code
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
@@ -163,7 +164,7 @@ def test_library_and_trajectory_artifacts_and_config(logged):
     assert config["seed_library_digest"] == digest
     [traj] = [a for a in data["artifacts"] if a["type"] == "crystalwatch-trajectory"]
     assert traj["name"] == "crystalwatch-t" and "t.jsonl" in traj["files"]
-    assert "report/index.html" in traj["files"] and "report/timeline.png" in traj["files"]
+    assert not any(f.startswith("report/") for f in traj["files"])  # the report is not rendered on the training path
 
 
 def test_phase_table(logged):
@@ -178,14 +179,19 @@ def test_phase_table(logged):
     assert all(r["label"] == "sft" and r["candidate"] == r["state"] for r in rows)
 
 
-def test_bar_images(logged):
+def test_bar_charts(logged):
+    """``crystal/<task>/bars``: W&B's native bar chart (no image) of consensus and seed side by side per outcome."""
     data, _ = logged
-    row = measurement_rows(data["history"])[-1]
-    for task in ("count", "coin"):
-        assert row[f"crystal/{task}/bars._type"] == "image-file"
-        png = data["run_dir"] / "files" / row[f"crystal/{task}/bars.path"]
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert row["crystal/count/bars.caption"] == "step 20: consensus vs seed s1"
+    rows = measurement_rows(data["history"])
+    assert rows[-1]["crystal/count/bars_table._type"] == "table-file"
+    table = data["tables"]["crystal/count/bars_table"]  # the last one drawn: step 20, seed s1
+    assert table["columns"] == list(BAR_COLUMNS)
+    assert table["data"][:2] == [["1 · consensus", 0.9, "1", "consensus"], ["1 · seed s1", 0.4, "1", "seed s1"]]
+    assert len(table["data"]) == 2 * len(OUTCOMES)
+    chart = data["charts"]["crystal/count/bars"]
+    assert chart["panelDefId"] == "wandb/bar/v0"
+    assert chart["fieldSettings"] == {"label": "bar", "value": "probability"}
+    assert chart["stringSettings"]["title"] == "count: step 20 (sft), consensus vs seed s1"
 
 
 def test_noop_on_a_disabled_run(tmp_path, monkeypatch):
@@ -202,9 +208,12 @@ def test_noop_on_a_disabled_run(tmp_path, monkeypatch):
 
 
 def test_without_a_run_the_sink_starts_and_finishes_its_own(tmp_path):
-    """A loop of the user's own with report_to=["wandb"] and no wandb.init: the sink's run holds the rows."""
-    sink = WandbSink(images=False)
-    sink.start(info(tmp_path))
+    """A loop of the user's own with report_to=["wandb"] and no wandb.init: the sink's run holds the rows; asked
+    to (``report=True``), it renders the report at close into the trajectory artifact."""
+    trajectory = tmp_path / "t.jsonl"
+    trajectory.write_text("".join(json.dumps(r.to_json()) + "\n" for r in MEASUREMENTS[0]))
+    sink = WandbSink(images=False, report=True)
+    sink.start(info(tmp_path, trajectory=trajectory))
     assert wandb.run is not None and wandb.run.name == "t"
     folder = Path(wandb.run.dir).parent
     sink.write(MEASUREMENTS[0], 0, {})
@@ -212,6 +221,8 @@ def test_without_a_run_the_sink_starts_and_finishes_its_own(tmp_path):
     assert wandb.run is None
     data = read_offline_run(folder)
     assert [row["train/global_step"] for row in measurement_rows(data["history"])] == [0]
+    [artifact] = [a for a in data["artifacts"] if a["type"] == "crystalwatch-trajectory"]
+    assert {"t.jsonl", "report/index.html", "report/timeline.png"} <= set(artifact["files"])
 
 
 def test_failures_cap_and_rate_limit(tmp_path, monkeypatch):
@@ -259,5 +270,5 @@ def test_images_on_a_tasks_first_measurement_and_its_transitions(logged):
     """images="transitions" (the default): step 0 draws both tasks, step 10 only coin (liquid -> foreign), step 20
     both (count nucleated, coin foreign again)."""
     rows = measurement_rows(logged[0]["history"])
-    drawn = [sorted(t for t in ("count", "coin") if f"crystal/{t}/bars._type" in row) for row in rows]
+    drawn = [sorted(t for t in ("count", "coin") if f"crystal/{t}/bars_table._type" in row) for row in rows]
     assert drawn == [["coin", "count"], ["coin"], ["coin", "count"]]

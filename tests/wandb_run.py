@@ -9,6 +9,7 @@ transaction log (``wandb.sdk.internal.datastore`` is gone), so this module runs 
 * ``history``: the logged rows in order (``{"_step": .., "train/global_step": .., key: value}``); media and
   tables appear flattened as ``<key>._type``, ``<key>.path``, ... ("NaN"/"Infinity" strings become floats);
 * ``config``: the run config (updates merged in order, ``_wandb`` dropped);
+* ``charts``: custom charts (``wandb.plot.*``) by key: spec id, fields and title as last logged;
 * ``alerts``: ``{"title", "text", "level", "wait_duration_ms"}`` per ``run.alert`` call;
 * ``artifacts``: ``{"name", "type", "aliases", "digest", "metadata", "files"}`` per logged artifact (including
   wandb's own ``wandb-run-incremental-table`` artifacts of incremental tables);
@@ -66,12 +67,22 @@ def _history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: _decode(v) for k, v in item.items()} for item in items]
 
 
-def _config(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _all_config(records: list[dict[str, Any]]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for r in records:
         change = r["run"].get("config", {}) if r["type"] == "run" else r["config"] if r["type"] == "config" else {}
         config.update(change.get("update", {}))
-    return {k: v for k, v in config.items() if not k.startswith("_wandb")}
+    return config
+
+
+def _config(records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: v for k, v in _all_config(records).items() if not k.startswith("_wandb")}
+
+
+def _charts(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Custom charts (``wandb.plot.*``) by key: their panel config (spec id, fields, title), as last logged."""
+    prefix = "_wandb.visualize."
+    return {k[len(prefix) :]: v["panel_config"] for k, v in _all_config(records).items() if k.startswith(prefix)}
 
 
 def _alerts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,6 +128,7 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     return {
         "history": history,
         "config": _config(records),
+        "charts": _charts(records),
         "alerts": _alerts(records),
         "artifacts": _artifacts(records),
         "metrics": [r["metric"] for r in records if r["type"] == "metric"],

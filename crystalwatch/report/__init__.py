@@ -15,10 +15,10 @@ from typing import Any
 from crystalwatch.files import ensure_folder, write_atomic
 from crystalwatch.records import SCHEMA, Record, read_trajectory
 from crystalwatch.report.data import Runs, _group, _slugs
-from crystalwatch.report.figures import _plot_bars, _plot_task, _plot_timeline, bars_png
+from crystalwatch.report.figures import _plot_bars, _plot_task, _plot_timeline
 from crystalwatch.report.html import page
 
-__all__ = ["bars_png", "render_report"]
+__all__ = ["render_report"]
 
 
 def render_report(trajectory: str | Path | list[Record], out_dir: str | Path, *, title: str | None = None) -> Path:

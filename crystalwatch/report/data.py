@@ -21,7 +21,6 @@ PANELS = (  # (title, primary metric, secondary metric or None, log y)
     ("temperature", "temperature", None, True),
 )
 TABLE_METRICS = ("seed_distance", "temperature", "entropy", "diversity", "coverage", "collapse")
-TOP_OUTCOMES = 12
 DPI = 100
 
 Runs = dict[str, list[Record]]  # run -> its records for one task, sorted by index

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -19,6 +18,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from matplotlib.transforms import blended_transform_factory
 from PIL import Image
 
+from crystalwatch.bars import shown
 from crystalwatch.files import write_atomic
 from crystalwatch.phases import state_names
 from crystalwatch.records import Record
@@ -26,17 +26,15 @@ from crystalwatch.report.data import (
     DPI,
     MISSING_COLOUR,
     PANELS,
-    TOP_OUTCOMES,
     Runs,
     _colour,
-    _num,
     _series,
     _step_labels,
     _text,
 )
 
 
-def _save(fig: Figure, path: Path | IO[bytes]) -> None:
+def _save(fig: Figure, path: Path) -> None:
     """Write a small PNG: Agg render, then an adaptive palette (flat plots lose nothing visible, ~3x smaller)."""
     buffer = io.BytesIO()
     FigureCanvasAgg(fig)
@@ -45,10 +43,7 @@ def _save(fig: Figure, path: Path | IO[bytes]) -> None:
     png = io.BytesIO()
     with Image.open(buffer) as img:
         img.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(png, format="PNG", optimize=True)
-    if isinstance(path, Path):
-        write_atomic(path, png.getvalue())
-    else:
-        path.write(png.getvalue())
+    write_atomic(path, png.getvalue())
 
 
 def _state_legend(fig: Figure, states, **kwargs) -> None:
@@ -187,16 +182,10 @@ def _plot_timeline(tasks: dict[str, list[Record]], path: Path, run: str) -> None
     _save(fig, path)
 
 
-def _plot_bars(task: str, run: str | None, record: Record, path: Path | IO[bytes]) -> None:
+def _plot_bars(task: str, run: str | None, record: Record, path: Path) -> None:
     """Last consensus vs the nearest seed's centroid, horizontal bars over (the top) outcomes."""
     outcomes = [str(o) for o in record.outcomes]
-    consensus = np.array([_num(v) for v in record.consensus])
-    centroid = record.seed_centroid
-    seed = np.array([_num(v) for v in centroid]) if centroid and len(centroid) == len(outcomes) else None
-    top = np.nan_to_num(np.fmax(consensus, seed) if seed is not None else consensus)
-    keep = np.arange(len(outcomes))
-    if len(outcomes) > TOP_OUTCOMES:
-        keep = np.argsort(-top, kind="stable")[:TOP_OUTCOMES]
+    keep, consensus, seed = shown(record)
     n = len(keep)
     height = 1.5 + 0.32 * n
     fig = Figure(figsize=(6.4, height))
@@ -214,15 +203,8 @@ def _plot_bars(task: str, run: str | None, record: Record, path: Path | IO[bytes
     ax.set_xlabel("probability", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best", framealpha=0.8)
-    shown = f"top {n} of {len(outcomes)} outcomes" if n < len(outcomes) else f"{n} outcomes"
+    count = f"top {n} of {len(outcomes)} outcomes" if n < len(outcomes) else f"{n} outcomes"
     where = f"step {record.step}" + (f" ({record.label})" if record.label else "")
     head = f"{task} · {run}" if run else task
-    ax.set_title(_text(f"{head}: {where}, {shown}"), fontsize=9, loc="left")
+    ax.set_title(_text(f"{head}: {where}, {count}"), fontsize=9, loc="left")
     _save(fig, path)
-
-
-def bars_png(task: str, record: Record, run: str | None = None) -> bytes:
-    """The bar chart of one trajectory record (consensus vs nearest seed) as PNG bytes (used by the W&B sink)."""
-    buffer = io.BytesIO()
-    _plot_bars(task, run, record, buffer)
-    return buffer.getvalue()

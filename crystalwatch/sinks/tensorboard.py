@@ -3,18 +3,18 @@
 It writes its own event files under ``<output_dir>/runs/crystalwatch`` (``$TENSORBOARD_LOGGING_DIR`` when
 set, as the Trainer's TensorBoard callback does), so TensorBoard shows crystalwatch as a run beside the
 Trainer's. Scalars use the keys of :mod:`crystalwatch.sinks.scalars` at the global step; the bars are
-images ``crystal/<task>/bars``; the measurement's rows of the phase table are markdown text
-``crystal/phase_table``.
+images ``crystal/<task>/bars`` (drawn with Pillow: :func:`crystalwatch.bars.bars_rgb`); the measurement's rows
+of the phase table are markdown text ``crystal/phase_table``.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from crystalwatch.bars import bars_rgb
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, scalars, table_row
@@ -58,7 +58,7 @@ class TensorBoardSink:
         for key, value in scalars(records, extra).items():
             self._writer.add_scalar(key, value, step)
         for record in imaged(records, self.images, self._imaged):
-            self._writer.add_image(f"{PREFIX}/{record.task}/bars", _png_array(record), step, dataformats="HWC")
+            self._writer.add_image(f"{PREFIX}/{record.task}/bars", bars_rgb(record), step, dataformats="HWC")
         self._writer.add_text(f"{PREFIX}/phase_table", phase_table_markdown(records), step)
         self._writer.flush()
 
@@ -67,12 +67,3 @@ class TensorBoardSink:
             self._writer.close()
             self._writer = None
 
-
-def _png_array(record: Record) -> Any:
-    import numpy as np
-    from PIL import Image
-
-    from crystalwatch.report.figures import bars_png
-
-    with Image.open(io.BytesIO(bars_png(str(record.task), record, record.run))) as img:
-        return np.asarray(img.convert("RGB"))

@@ -2,20 +2,21 @@
 
 Per measurement ONE ``run.log`` keyed by ``train/global_step`` (never ``step=``, which drops rows whose step
 is below wandb's internal counter): the scalars of :mod:`crystalwatch.sinks.scalars`, the
-``crystal/phase_table`` (one INCREMENTAL ``wandb.Table`` per run) and ``crystal/<task>/bars`` images. Transitions
+``crystal/phase_table`` (one INCREMENTAL ``wandb.Table`` per run) and ``crystal/<task>/bars``, W&B's native bar
+chart of a small table (:func:`crystalwatch.bars.bar_rows`; no image is drawn). Transitions
 into ``alert_states`` raise ``run.alert`` (rate-limited per (task, state), at most :data:`MAX_ALERTS` per
 measurement).
 
 Artifacts: the seed library is used by every stage as ``seed-library-<base model>`` (one artifact per base
 model, a new version per content digest, aliased ``digest-<digest>``), so W&B's lineage shows which library
-each run was judged against; at the end the trajectory (and the report, rendered then) is logged as
-``crystalwatch-<run>``. The sink uses the active run (the Trainer's, or one the user started); without
-one it starts a run named after the crystalwatch run and finishes it when closed.
+each run was judged against; at the end the trajectory is logged as ``crystalwatch-<run>`` (``crystalwatch
+report`` renders it; ``report=True`` renders the report at close and adds it, ~5 s on the training path).
+The sink uses the active run (the Trainer's, or one the user started); without one it starts a run named
+after the crystalwatch run and finishes it when closed.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from collections.abc import Sequence
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import wandb
+import wandb.plot
 
+from crystalwatch.bars import BAR_COLUMNS, bar_rows, title
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, number, scalars, table_row
@@ -93,16 +96,11 @@ def library_artifact_name(base_model: str | None) -> str:
     return f"seed-library-{slug}"[:120]
 
 
-def bars_image(record: Record) -> wandb.Image:
-    """The report's consensus-vs-seed bar chart of one record as a ``wandb.Image``."""
-    from PIL import Image
-
-    from crystalwatch.report.figures import bars_png  # matplotlib: imported only when images are logged
-
-    png = bars_png(str(record.task), record, record.run)
-    caption = f"step {record.step}: consensus" + (f" vs seed {record.seed}" if record.seed else "")
-    with Image.open(io.BytesIO(png)) as img:
-        return wandb.Image(img, caption=caption)  # saved to a media file here, palette kept (~5 kB)
+def bars_chart(record: Record) -> Any:
+    """The task's consensus against its nearest seed as W&B's native bar chart (a ``wandb.plot.bar`` of
+    :func:`crystalwatch.bars.bar_rows`, titled ``<task>: step N, consensus vs seed sK``)."""
+    table = wandb.Table(columns=list(BAR_COLUMNS), data=bar_rows(record))
+    return wandb.plot.bar(table, "bar", "probability", title=title(record))
 
 
 class WandbSink:
@@ -112,13 +110,13 @@ class WandbSink:
 
     def __init__(self, *, alerts: bool = True, alert_states: Sequence[str] = ("nucleated", "foreign"),
                  alert_min_interval_s: float = 300.0, images: str | bool = "transitions",
-                 report: bool = True) -> None:  # fmt: skip
+                 report: bool = False) -> None:  # fmt: skip
         self.alerts = alerts
         self.alert_states = tuple(alert_states)
         self.alert_min_interval_s = float(alert_min_interval_s)
         self.images = {True: "all", False: "none"}.get(images, images) if isinstance(images, bool) else images
         self._imaged: set[str] = set()
-        self.report = report  # render the report at close and log it with the trajectory
+        self.report = report  # render the report at close (seconds, on the training path) and log it too
         self._clock = time.monotonic  # replaceable in tests
         self._info: RunInfo | None = None
         self._owned = False  # this sink started the run, so it finishes it
@@ -177,7 +175,7 @@ class WandbSink:
         if run is None:
             return
         payload: dict[str, Any] = {STEP_KEY: int(step), **scalars(records, extra)}
-        payload.update({f"{PREFIX}/{r.task}/bars": bars_image(r) for r in imaged(records, self.images, self._imaged)})
+        payload.update({f"{PREFIX}/{r.task}/bars": bars_chart(r) for r in imaged(records, self.images, self._imaged)})
         planned = self.plan_alerts(records, step) if self.alerts else []
         self._add_rows(records)
         self._send(run, payload, int(step))

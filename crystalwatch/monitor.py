@@ -21,6 +21,7 @@ on every rank (one collective), so that no rank waits for another. See docs/arch
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -46,6 +47,27 @@ from crystalwatch.tasks import load_tasks
 from crystalwatch.trajectory import RunSoFar, observe, resume_run
 
 logger = logging.getLogger("crystalwatch")
+
+
+def _own_time(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Count a Monitor method's wall time as the monitor's own (once, however its calls nest) and keep it out of
+    the training time that :meth:`Monitor.step` counts."""
+
+    @functools.wraps(method)
+    def timed(self: Monitor, *args: Any, **kwargs: Any) -> Any:
+        if self._depth:
+            return method(self, *args, **kwargs)
+        start = self._clock()
+        self._depth += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._depth -= 1
+            spent = self._clock() - start
+            self.seconds += spent
+            self._mark = start + spent if self._mark is None else self._mark + spent
+
+    return timed
 
 
 class Monitor:
@@ -83,7 +105,8 @@ class Monitor:
         self.index = 0  # the next measurement's index in the run
         self.last_step: int | None = None  # the last step measured (trainer steps, without step_offset)
         self.records_written = 0  # records in the trajectory file (all runs), for resume
-        self.seconds = 0.0  # wall time spent measuring, writing and logging in this process
+        self.seconds = 0.0  # the monitor's own wall time in this process: setup, measuring, logging, saves, close
+        self.train_seconds = 0.0  # training time counted by step() (the time between the monitor's calls)
         self.active = False  # set up and measuring
         self.main = True
         self.run_name = ""
@@ -93,12 +116,13 @@ class Monitor:
         self._plan: Plan | None = None
         self._tokenizer: Any = None
         self._reported = False
-        self._train_seconds = 0.0  # training time since the last measurement (adaptive cadence)
-        self._measure_seconds = 0.0  # what the last measurement cost
+        self._measure_seconds = 0.0  # what the last measurement cost (adaptive cadence)
+        self._depth = 0  # nesting of the monitor's timed calls (own time is counted by the outermost)
         self._mark: float | None = None  # end of the last monitor call (step() without seconds)
         self._closed = False
 
     # -- the loop ---------------------------------------------------------------------------------------------
+    @_own_time
     def start(self, model: Any, tokenizer: Any, *, step: int = 0, output_dir: str | Path = ".",
               report_to: str | Sequence[str] | None = None, run_name: str | None = None,
               state: dict[str, Any] | None = None, measure: bool = True) -> bool:  # fmt: skip
@@ -127,29 +151,30 @@ class Monitor:
                 self._open_sinks(out, report_to)
         if self.active and measure and step != self.last_step:
             self.measure(model, step)
-        self._mark = self._clock()
         return self.active
 
     def step(self, model: Any, step: int, *, seconds: float | None = None) -> list[Record]:
         """Count ``seconds`` of training (default: the time since the monitor last returned) and measure
         ``step`` if it is due: every ``every_n_steps``, or adaptively within the time ``budget``."""
         now = self._clock()
-        self._train_seconds += seconds if seconds is not None else now - (self._mark or now)
-        records: list[Record] = []
+        self.train_seconds += seconds if seconds is not None else now - (self._mark or now)
+        self._mark = now
         if self.active and step != self.last_step and self._due(step):
-            records = self.measure(model, step)
-        self._mark = self._clock()
-        return records
+            return self.measure(model, step)
+        return []
 
     def _due(self, step: int) -> bool:
-        """Fixed cadence, or adaptive: measure once the last measurement's cost is within ``budget`` of the
-        training time since. With several processes the main process decides and broadcasts."""
+        """Fixed cadence, or adaptive: measure when everything the monitor has spent so far (setup, measuring,
+        logging, saves), this measurement and the final one (each costing what the last one did) fit in
+        ``budget`` of the training time so far; so the whole cost stays within the budget once the run is long
+        enough to pay for setup. With several processes the main process decides and broadcasts."""
         n = self.config.every_n_steps
         if n is not None:
             return n > 0 and step % n == 0
-        due = self._measure_seconds <= self.config.budget * self._train_seconds
+        due = self.seconds + 2 * self._measure_seconds <= self.config.budget * self.train_seconds
         return bool(broadcast(due))
 
+    @_own_time
     def measure(self, model: Any, step: int, *, tokenizer: Any = None, label: str | None = None,
                 model_name: str | None = None) -> list[Record]:  # fmt: skip
         """Measure now, write to every sink, and return the records (one per task; empty after an error).
@@ -176,10 +201,9 @@ class Monitor:
         if records and self.main:
             self._emit(records, step, self._clock() - start)  # trackers: the trainer's own step axis
         self._measure_seconds = self._clock() - start
-        self._train_seconds = 0.0
-        self.seconds += self._measure_seconds
         return records
 
+    @_own_time
     def close(self, model: Any = None, step: int | None = None) -> None:
         """Measure ``step`` if a model is given and it is not measured yet, then close every sink (once)."""
         if model is not None and step is not None and self.active and step != self.last_step:
@@ -203,6 +227,7 @@ class Monitor:
         self.tracker = PhaseTracker.from_state_dict(state["tracker"])
         self.run_name = state.get("run") or self.run_name
 
+    @_own_time
     def save_state(self, folder: str | Path, name: str = "crystalwatch_state.json") -> None:
         """Write :meth:`state_dict` into a checkpoint folder (main process; all or nothing)."""
         import json

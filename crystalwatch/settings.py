@@ -36,7 +36,9 @@ class CrystalWatchConfig:
     every_n_steps: int | None = setting(
         None, "measure every N optimizer steps; None: adaptive (budget); 0: begin/end only"
     )
-    budget: float = setting(0.01, "adaptive cadence: measuring time / training time between measurements")
+    budget: float = setting(
+        0.01, "adaptive cadence: the monitor's whole time (setup, measuring, logging, saves) / training time so far"
+    )
     kind: str | None = setting(None, '"chat" | "completion"; None: chat when the tokenizer has a chat template')
     estimator: str = setting("exact", 'a scorer backend: "exact" | "sampled" (crystalwatch.scoring.backend)')
     terminators: str = setting("boundary", '"eot" | "line" | "boundary" (docs/scoring.md)')
@@ -54,8 +56,8 @@ class CrystalWatchConfig:
     alert_states: tuple[str, ...] = setting(("nucleated", "foreign"), "states whose transitions raise a tracker alert")
     alert_min_interval_s: float = setting(300.0, "seconds between two alerts of the same (task, state)")
     images: str = setting(
-        "transitions", 'consensus-vs-seed bar images (W&B, TensorBoard): "transitions" (a task\'s first measurement '
-        'and each transition), "all" (every measurement) or "none"'
+        "transitions", 'consensus-vs-seed bar charts (W&B native chart, TensorBoard image): "transitions" (a task\'s '
+        'first measurement and each transition), "all" (every measurement) or "none"'
     )
     console: bool = setting(True, "one line per transition on the console")
     strict: bool = setting(False, "raise errors instead of reporting them")

@@ -35,7 +35,8 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> No
         cb = CrystalWatchCallback(library if rank == 0 else library + ".not-on-this-node", tasks=["coin_flip"],
                                   every_n_steps=2, batch_tokens=512)  # fmt: skip
     else:  # adaptive, on clocks that disagree: rank 0's steps take 1 s, rank 1's 0.25 s; a measurement takes 1 s.
-        # Left alone, rank 0 would measure every 4 steps and rank 1 every 14, and the sharded scoring would hang.
+        # Left alone (budget 0.5), rank 0 would measure at steps 6, 8, 10, 12 and rank 1 at step 24, and the sharded
+        # scoring would hang.
         clock = {"now": 0.0, "step": 1.0 if int(os.environ.get("RANK", "0")) == 0 else 0.25}
 
         class Steps(TrainerCallback):
@@ -50,7 +51,7 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> No
 
         monitor_module.run = run
         extra.append(Steps())
-        cb = CrystalWatchCallback(tasks=tasks, budget=0.3, batch_tokens=512, clock=lambda: clock["now"])
+        cb = CrystalWatchCallback(tasks=tasks, budget=0.5, batch_tokens=512, clock=lambda: clock["now"])
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows * 4), processing_class=tok,
                          callbacks=[*extra, cb])  # fmt: skip
     trainer.train()

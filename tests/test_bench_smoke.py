@@ -109,7 +109,7 @@ def _fake_run(arm: str, wall: float) -> dict:
         "monitor.measure@start": 0.5,
         "monitor.start": 0.7,
         "scoring (measure.run)": 1.0,
-        "images: W&B (bars_image)": 0.2,
+        "bars: W&B native chart (bars_chart)": 0.2,
         "sink wandb.write": 0.3,
     }
     seconds = seconds if arm == "with" else {}
@@ -135,7 +135,7 @@ def test_callback_statistics_and_report(tmp_path):
     assert low < r["callback_wall_share"] < high
     assert r["callback_own_share"] == pytest.approx(statistics.median(2.0 / (b - 2.0) for _, b in walls))
     parts = r["breakdown_s"]
-    assert parts["measurements: images (bar charts for W&B and TensorBoard)"] == pytest.approx(0.2)
+    assert parts["measurements: bar charts (W&B native, TensorBoard image)"] == pytest.approx(0.2)
     assert parts["measurements: sink writes without images"] == pytest.approx(0.1)
     callback.write(r, tmp_path)
     text = (tmp_path / "callback.md").read_text()

@@ -356,18 +356,18 @@ class FakeClock:
 
 
 def test_adaptive_cadence_holds_its_budget_on_a_fake_clock(folder, tmp_path, monkeypatch):
-    """Every training step takes 1 s and every measurement 0.3 s of a fake clock. With a 10% budget the callback
-    must measure exactly every 3 steps, and the time it spends after the first measurement must stay within
-    10% of the training time."""
+    """Every training step takes 1 s and every measurement 0.25 s of a fake clock, budget 1/8. A measurement is
+    due when what the monitor spent so far, this measurement and the final one fit in the budget of the training
+    so far: after the start (0.25 s) that is at 6 s of training, then every 2 s; the whole cost stays within it."""
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
     import crystalwatch.monitor as module
 
     monitor = CrystalWatchCallback(tasks=TASKS, budget=0.02).monitor
-    monitor._measure_seconds, monitor._train_seconds = 1.0, 49.0
-    assert not monitor._due(10)  # 1 s of measuring after 49 s of training would be 2.04%
-    monitor._train_seconds = 50.0
+    monitor.seconds, monitor._measure_seconds, monitor.train_seconds = 1.0, 1.0, 149.0
+    assert not monitor._due(10)  # 1 s spent + 2 x 1 s after 149 s of training would be 2.01%
+    monitor.train_seconds = 150.0
     assert monitor._due(11)
 
     clock = FakeClock()
@@ -379,18 +379,18 @@ def test_adaptive_cadence_holds_its_budget_on_a_fake_clock(folder, tmp_path, mon
     real_run = module.run
 
     def run(*args, **kwargs):
-        clock.now += 0.3
+        clock.now += 0.25
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(module, "run", run)
     model, tok = load(folder)
-    cb = CrystalWatchCallback(tasks=TASKS, budget=0.1, clock=clock)
-    SFTTrainer(model=model, args=sft_config(tmp_path, max_steps=12), train_dataset=sft_data(), processing_class=tok,
+    cb = CrystalWatchCallback(tasks=TASKS, budget=0.125, clock=clock)
+    SFTTrainer(model=model, args=sft_config(tmp_path, max_steps=13), train_dataset=sft_data(), processing_class=tok,
                callbacks=[OneSecondSteps(), cb]).train()  # fmt: skip
     steps = [r["step"] for r in trajectory_of(tmp_path / "out")][:: len(TASKS)]
-    assert steps == [0, 3, 6, 9, 12]
-    assert cb.seconds == pytest.approx(0.3 * 5)
-    assert cb.seconds - 0.3 <= 0.1 * 12 + 1e-9  # what it spent after the start is within the budget
+    assert steps == [0, 6, 8, 10, 12, 13]  # 13: the final measurement
+    assert cb.train_seconds == 13.0 and cb.seconds == pytest.approx(0.25 * 6)
+    assert cb.seconds <= 0.125 * cb.train_seconds  # the whole cost, the start and the end included
 
 
 def test_bf16_model_with_gradient_accumulation(folder, tmp_path):

@@ -6,8 +6,8 @@
     accelerate launch examples/accelerate_loop.py --model ...       # several processes: they measure in lockstep
 
 It trains on the everyday chat conversations crystalwatch ships (crystalwatch/data/chat_sft.jsonl). The
-Monitor measures at the start, every --every steps (or adaptively within 2% of the training time), and at
-the end; the trajectory goes to <out>/crystalwatch/trajectory.jsonl (`crystalwatch report` renders it).
+Monitor measures at the start, every --every steps (or adaptively: all it spends within 1% of the training
+time), and at the end; the trajectory goes to <out>/crystalwatch/trajectory.jsonl (`crystalwatch report` renders it).
 """
 
 from __future__ import annotations

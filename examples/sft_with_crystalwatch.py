@@ -24,6 +24,6 @@ trainer = SFTTrainer(
     model=args.model,
     train_dataset=load_dataset("trl-lib/Capybara", split="train"),
     args=SFTConfig(output_dir=args.output_dir, max_steps=500, learning_rate=2e-5, report_to="wandb"),
-    callbacks=[CrystalWatchCallback(seeds=args.seeds, label="sft")],  # adaptive cadence: <= 2% of training time
+    callbacks=[CrystalWatchCallback(seeds=args.seeds, label="sft")],  # adaptive: all it spends <= 1% of training
 )
 trainer.train()

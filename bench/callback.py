@@ -18,9 +18,8 @@ tasks), ``trainer.train()`` and the trackers' final flush (``wandb.finish``, ``m
 ``trackio.finish``); the Trainer's construction is not timed, so the trackers' packages, which it imports, are
 imported before the timer in both arms (the callback's import time is then crystalwatch's own). Runs come in pairs
 (without, with), the order flipped every other pair (AB, BA, AB, ...); before each run the script waits for a quiet
-machine (bench/scoring.py's rule). Inside the runs with the callback,
-the Monitor's calls (start, step, measure, save_state, close), the scorer, every sink's start/write/close and the
-bar charts are timed by wrapping them.
+machine (bench/scoring.py's rule). Inside the runs with the callback, the Monitor's calls (start, step, measure,
+save_state, close), the scorer, every sink's start/write/close and the bar charts are timed by wrapping them.
 """
 
 from __future__ import annotations

@@ -47,13 +47,18 @@ def title(record: Record) -> str:
     return f"{record.task}: step {record.step}{label}, consensus" + (f" vs seed {seed}" if seed else "")
 
 
+def _series(record: Record) -> tuple[list[int], list[str], list[tuple[str, np.ndarray]]]:
+    """(shown indices, outcome labels, [(series name, values)]): the consensus, then the seed when there is one."""
+    keep, consensus, seed = shown(record)
+    series = [("consensus", consensus)] + ([(f"seed {record.get('seed')}", seed)] if seed is not None else [])
+    return keep, [str(o) for o in record.outcomes], series
+
+
 def bar_rows(record: Record) -> list[list[Any]]:
     """The shown outcomes as rows of :data:`BAR_COLUMNS`, consensus and seed side by side per outcome: the bar's
     label (``<outcome> · consensus`` / ``<outcome> · seed sK``), its probability (None when unknown), outcome,
     series."""
-    keep, consensus, seed = shown(record)
-    outcomes = [str(o) for o in record.outcomes]
-    series = [("consensus", consensus)] + ([(f"seed {record.get('seed')}", seed)] if seed is not None else [])
+    keep, outcomes, series = _series(record)
     rows = []
     for i in keep:
         for name, values in series:
@@ -73,27 +78,25 @@ def bars_rgb(record: Record) -> np.ndarray:
     """Horizontal bars (consensus blue, seed orange, probability written at each bar) as an HxWx3 uint8 image."""
     from PIL import Image, ImageDraw
 
-    keep, consensus, seed = shown(record)
-    outcomes = [str(o) for o in record.outcomes]
+    keep, outcomes, series = _series(record)
+    bars = [(name, values, colour) for (name, values), colour in zip(series, (CONSENSUS_COLOUR, SEED_COLOUR))]
     top, left, right = 44, 14 + 7 * min(max((len(outcomes[i]) for i in keep), default=1), LABEL_CHARS), 60
     img = Image.new("RGB", (WIDTH, top + ROW * len(keep) + 10), "white")
     draw, font = ImageDraw.Draw(img), _font()
     draw.text((8, 6), title(record), fill="black", font=font)
-    names = ["consensus"] + ([f"seed {record.get('seed')}"] if seed is not None else [])
     x = 8
-    for name, colour in zip(names, (CONSENSUS_COLOUR, SEED_COLOUR)):
+    for name, _, colour in bars:
         draw.rectangle((x, 26, x + 10, 36), fill=colour)
         draw.text((x + 14, 24), name, fill="black", font=font)
         x += 24 + int(draw.textlength(name, font=font))
-    bars = [(consensus, CONSENSUS_COLOUR)] + ([(seed, SEED_COLOUR)] if seed is not None else [])
-    largest = max((float(np.nanmax(v[keep], initial=0.0)) for v, _ in bars if keep), default=0.0)
+    largest = max((float(np.nanmax(v[keep], initial=0.0)) for _, v, _ in bars if keep), default=0.0)
     scale = (WIDTH - left - right) / max(largest, 1e-9)
     height = (ROW - 6) // len(bars)
     for row, i in enumerate(keep):
         y = top + ROW * row
         label = outcomes[i] if len(outcomes[i]) <= LABEL_CHARS else outcomes[i][: LABEL_CHARS - 3] + "..."
         draw.text((8, y + ROW // 2 - 8), label, fill="black", font=font)
-        for k, (values, colour) in enumerate(bars):
+        for k, (_, values, colour) in enumerate(bars):
             if math.isnan(values[i]):
                 continue
             y0 = y + 3 + k * height

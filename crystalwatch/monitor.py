@@ -135,6 +135,7 @@ class Monitor:
         rank, _ = context()
         self.main = rank == 0
         self._closed = False
+        self._mark = None  # a new run: its training time counts from the end of this call
         out = Path(output_dir)
         # Each stage ends with every rank agreeing (one collective), so a failure on one rank turns measuring
         # off everywhere instead of leaving the others waiting in a collective it never joins.
@@ -157,7 +158,7 @@ class Monitor:
         """Count ``seconds`` of training (default: the time since the monitor last returned) and measure
         ``step`` if it is due: every ``every_n_steps``, or adaptively within the time ``budget``."""
         now = self._clock()
-        self.train_seconds += seconds if seconds is not None else now - (self._mark or now)
+        self.train_seconds += seconds if seconds is not None else now - (now if self._mark is None else self._mark)
         self._mark = now
         if self.active and step != self.last_step and self._due(step):
             return self.measure(model, step)

@@ -393,6 +393,35 @@ def test_adaptive_cadence_holds_its_budget_on_a_fake_clock(folder, tmp_path, mon
     assert cb.seconds <= 0.125 * cb.train_seconds  # the whole cost, the start and the end included
 
 
+def test_own_time_is_kept_out_of_training_time(folder, tmp_path):
+    """A Monitor in a loop of one's own, on a fake clock: its calls (start, save_state, a measurement) count as its
+    own time once each and never as training time; a second run on the same monitor counts from its own start."""
+    from crystalwatch import Monitor
+
+    clock = FakeClock()
+    model, tok = load(folder)
+    monitor = Monitor(tasks=TASKS, every_n_steps=0, clock=clock, console=False)
+    monitor.start(model, tok, output_dir=tmp_path / "a", measure=False)
+    clock.now += 5.0  # training
+    monitor.step(model, 1)
+    real_state_dict = monitor.state_dict
+
+    def slow_state_dict():
+        clock.now += 2.0
+        return real_state_dict()
+
+    monitor.state_dict = slow_state_dict
+    monitor.save_state(tmp_path)  # 2 s of the monitor's own
+    clock.now += 3.0  # training
+    monitor.step(model, 2)
+    assert monitor.train_seconds == 8.0 and monitor.seconds == 2.0
+    clock.now += 100.0  # between runs: neither
+    monitor.start(model, tok, output_dir=tmp_path / "b", measure=False)
+    clock.now += 1.0
+    monitor.step(model, 1)
+    assert monitor.train_seconds == 9.0 and monitor.seconds == 2.0
+
+
 def test_bf16_model_with_gradient_accumulation(folder, tmp_path):
     """A bf16 model, bf16 autocast and 2 micro-batches per optimizer step: measured per optimizer step."""
     from trl import SFTTrainer

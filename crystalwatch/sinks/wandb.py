@@ -98,7 +98,7 @@ def library_artifact_name(base_model: str | None) -> str:
 
 def bars_chart(record: Record) -> Any:
     """The task's consensus against its nearest seed as W&B's native bar chart (a ``wandb.plot.bar`` of
-    :func:`crystalwatch.bars.bar_rows`, titled ``<task>: step N, consensus vs seed sK``)."""
+    :func:`crystalwatch.bars.bar_rows`, titled by :func:`crystalwatch.bars.title`)."""
     table = wandb.Table(columns=list(BAR_COLUMNS), data=bar_rows(record))
     return wandb.plot.bar(table, "bar", "probability", title=title(record))
 

@@ -201,9 +201,11 @@ def run_arm(name: str, arm: dict, steps: int, every: int, paraphrases: Path | No
     start = time.perf_counter()
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    summary = {"arm": name, **arm, "steps": trainer.state.global_step, "seconds": round(time.perf_counter() - start),
-               "threads": torch.get_num_threads(), "measurements": watch.index, "measure_seconds": round(watch.seconds),
-               "errors": watch.errors, "examples": len(rows), "loss": losses}  # fmt: skip
+    seconds = round(time.perf_counter() - start)
+    summary = {"arm": name, **arm, "steps": trainer.state.global_step, "seconds": seconds,
+               "threads": torch.get_num_threads(), "measurements": watch.index,
+               "measure_seconds": round(watch.seconds), "errors": watch.errors, "examples": len(rows),
+               "loss": losses}  # fmt: skip
     write_atomic(folder / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -82,31 +82,68 @@ def mean_coverage(coverage: np.ndarray) -> float:
 
 
 def velocity(previous: np.ndarray, current: np.ndarray, steps: float = 1.0) -> float:
-    """JSD (bits) between two successive consensus distributions, per training step."""
+    """Probability mass moved per training step: total-variation distance between two successive consensus
+    distributions, divided by the steps between them.
+
+    Total variation grows linearly with a steady drift, so the rate does not depend on how often one measures;
+    JSD grows with the square of a small move, so JSD per step would shrink with a denser cadence.
+    """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
-    return jsd(previous, current) / steps
+    a, b = np.asarray(previous, dtype=float), np.asarray(current, dtype=float)
+    return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum() / steps)
+
+
+def spread(p: np.ndarray, coverage: np.ndarray, outcome: int) -> float:
+    """Coverage-weighted standard deviation, between prompt variants, of the probability of one outcome.
+
+    Rising spread of the consensus's top answer is the early-warning signal (docs/phase-model.md): before the
+    prompts agree on an answer, some of them take it up and others not yet.
+    """
+    p = np.asarray(p, dtype=float)
+    w = np.asarray(coverage, dtype=float)
+    w = w / w.max() if w.max() > 0 else np.ones(len(p))
+    x = p[:, outcome]
+    mean = float(np.average(x, weights=w))
+    return float(np.sqrt(np.average((x - mean) ** 2, weights=w)))
 
 
 def task_metrics(p: np.ndarray, coverage: np.ndarray) -> dict[str, float]:
     """The metrics that need no seed library, for one task's [V, K] matrix and per-variant coverage."""
+    c = consensus(p, coverage)
     return {
         "entropy": entropy(p),
         "diversity": diversity(p),
         "coverage": mean_coverage(coverage),
+        "consensus_entropy": float(normalized_entropy(c)),
+        "top_prob": float(c.max()),
+        "spread": spread(p, coverage, int(np.argmax(c))),
     }
 
 
-def collapse(diversity_now: float, diversity_base: float, floor: float = 0.05) -> float:
-    """Share of the base's diversity that is gone: (base - now) / max(base, floor), clipped to [0, 1].
+def collapse(entropy_now: float, entropy_base: float, floor: float = 0.05) -> float:
+    """Signed share of the base's consensus entropy that is gone: 1 - H(c) / max(H_base(c), floor).
 
-    The base measured on its own prompts reads 0. The floor keeps a base whose prompts already agree
-    (diversity near 0, nothing to lose) from turning noise into "collapse" (docs/phase-model.md).
+    H(c), the normalised entropy of the consensus, is the prompts' mean entropy plus their disagreement
+    (information radius), so it falls when each prompt sharpens and when the prompts agree. 0: as spread out as
+    the base on the same prompts; 1: one certain answer everywhere; negative: flatter than the base (melting).
+    Not clipped: melting must show. The floor keeps an already-certain base from turning noise into collapse.
     """
-    scale = max(diversity_base, floor)
-    if scale <= 0:
-        return 0.0  # a base without any diversity has nothing to lose
-    return float(np.clip((diversity_base - diversity_now) / scale, 0.0, 1.0))
+    return float(1.0 - entropy_now / max(entropy_base, floor))
+
+
+def seed_evidence(p: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Per seed, log2(K * sum_o p_o s_o): how much more of ``p``'s mass the seed predicts than a uniform guess.
+
+    ``p`` is one distribution [K] (result [S]) or a batch [..., K] (result [..., S]).
+
+    In bits, at most log2 K (all of ``p`` on the seed's only answer); 0 when the seed does no better than chance
+    on ``p``'s answers, negative when it gives them less than the uniform share.
+    """
+    p = np.asarray(p, dtype=float)
+    centroids = np.asarray(centroids, dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.log2(p.shape[-1] * ((p / p.sum(axis=-1, keepdims=True)) @ centroids.T))
 
 
 def temper(p: np.ndarray, temperature: float) -> np.ndarray:

@@ -11,7 +11,7 @@ defined and justified in docs/phase-model.md.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -43,13 +43,14 @@ STATE_TABLE: tuple[State, ...] = (
     State("foreign", 5, "#9e9ac8", "bold red", "collapsed, but far from every seed (or no closer than chance)"),
     State("polycrystalline", 6, "#74c476", "magenta", "each prompt sharp, but the prompts disagree"),
     State("no_signal", 7, "#bdbdbd", "dim", "too little mass on valid answers to judge (coverage low)"),
+    State("melted", 8, "#e7e1ef", "bold blue", "flatter than the base: the answers spread over more outcomes"),
 )  # fmt: skip
 UNKNOWN_CODE = -1  # a state this version does not know (read from a newer file)
 UNKNOWN_COLOUR = "#636363"
 
 STATES = tuple(s.name for s in STATE_TABLE)
 CRYSTAL = ("nucleated", "settling", "settled")  # collapsed onto a seed of the base
-COLLAPSED = (*CRYSTAL, "foreign")  # leaving these for liquid is a remelt
+COLLAPSED = (*CRYSTAL, "foreign")  # leaving these for liquid or melted is a remelt
 
 
 def state_names() -> tuple[str, ...]:
@@ -70,29 +71,29 @@ def state_code(name: Any) -> int:
 
 @dataclass
 class PhaseConfig:
-    """Thresholds of the phase model (docs/phase-model.md gives the reason for each default)."""
+    """Thresholds of the phase model (docs/phase-model.md gives the data behind each default)."""
 
     min_coverage: float = 1e-3  # mean coverage below this: no_signal (the distribution is mostly noise)
-    collapse_low: float = 0.3  # collapse below this: liquid
-    collapse_high: float = 0.6  # collapse at or above this: collapsed (nucleated or foreign)
-    diversity_floor: float = 0.05  # bits; the base diversity counts as at least this in collapse
-    near_distance: float = 0.1  # bits; a seed this close (raw or tempered) is "the" seed
-    support_level: float = 0.9  # a seed's support = its smallest outcome set with this much mass
-    support_min: float = 0.8  # a tempered match also needs this much mass on the seed's support
-    pvalue_max: float | None = None  # if set, a chance-level seed match (seed_pvalue above it) is foreign too
+    collapse_low: float = 0.2  # collapse (signed, consensus entropy gone) at or above this: nucleating
+    collapse_high: float = 0.5  # collapse at or above this: collapsed (nucleated or foreign)
+    sharp_consensus: float = 0.35  # consensus entropy (H/log K) at or below this: collapsed, whatever the base
+    melt: float = 0.1  # collapse at or below -melt: melted (the consensus this much flatter than the base's)
+    entropy_floor: float = 0.05  # the base's consensus entropy counts as at least this in collapse
+    evidence_min: float = 0.0  # bits; a collapse onto answers a seed favours more than this is nucleated, else foreign
+    support_level: float = 0.9  # a seed's support = its smallest outcome set with this much mass (seed_support_mass)
     permutations: int = 200  # label permutations behind seed_pvalue (all of them when K! is smaller)
     sharp_entropy: float = 0.35  # polycrystalline: variants this sharp (mean normalised entropy)...
     poly_diversity: float = 0.2  # ...that disagree by at least this much (bits)
-    velocity_eps: float = 1e-3  # bits per step: moving faster is settling, slower is settled
-    hold: int = 2  # consecutive measurements a new state needs before it is entered
+    velocity_eps: float = 1e-3  # mass moved per step: faster is settling, slower is settled
+    warn_spread: float = 0.1  # early warning: spread this far above the run's first measurement
+    hold: int = 2  # consecutive measurements a new state (or a warning) needs
 
     def __post_init__(self) -> None:
-        for name in ("min_coverage", "collapse_low", "collapse_high", "support_level", "support_min"):
+        for name in ("min_coverage", "collapse_low", "collapse_high", "sharp_consensus", "melt", "support_level"):
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, 1)
-        for name in ("diversity_floor", "near_distance", "sharp_entropy", "poly_diversity", "velocity_eps"):
+        for name in ("entropy_floor", "sharp_entropy", "poly_diversity", "velocity_eps", "warn_spread"):
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, math.inf)
-        if self.pvalue_max is not None:
-            check_number("PhaseConfig.pvalue_max", self.pvalue_max, 0, 1)
+        check_number("PhaseConfig.evidence_min", self.evidence_min, -math.inf, math.inf)
         if not self.collapse_low <= self.collapse_high:
             raise CrystalwatchError("PhaseConfig: need collapse_low <= collapse_high")
         check_int("PhaseConfig.hold", self.hold, 1)
@@ -103,44 +104,36 @@ def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def pvalue_has_power(n_outcomes: int, level: float) -> bool:
-    """The permutation test can reach ``level`` only when K! permutations allow a p-value that small."""
-    return 1 / math.factorial(n_outcomes) <= level / 2
+def collapsed(m: dict[str, Any], config: PhaseConfig) -> bool:
+    """Is the consensus collapsed: most of the base's consensus entropy gone, or sharp whatever the base?"""
+    sharp = not _missing(m.get("consensus_entropy")) and m["consensus_entropy"] <= config.sharp_consensus
+    return m["collapse"] >= config.collapse_high or sharp
 
 
 def classify(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> str:
-    """The state one measurement's metrics point to; collapsed-near-a-seed is reported as ``nucleated``.
+    """The state one measurement's metrics point to; collapsed onto a seed is reported as ``nucleated``.
 
-    Needs ``entropy``, ``diversity``, ``coverage`` and the seed metrics (``collapse``, ``seed_distance``,
-    ``tempered_distance``, ``seed_support_mass``, ``seed_pvalue``); see docs/phase-model.md.
+    Needs ``entropy``, ``diversity``, ``coverage``, ``collapse`` and ``seed_evidence`` (``consensus_entropy``
+    when present); see docs/phase-model.md. ``n_outcomes`` is kept for callers; the rule does not need it.
     """
-    needed = ("entropy", "diversity", "coverage", "collapse", "seed_distance")
+    needed = ("entropy", "diversity", "coverage", "collapse", "seed_evidence")
     if any(_missing(m.get(k)) for k in needed) or m["coverage"] < config.min_coverage:
         return "no_signal"
     if m["entropy"] <= config.sharp_entropy and m["diversity"] >= config.poly_diversity:
         return "polycrystalline"
-    if m["collapse"] < config.collapse_low:
-        return "liquid"
-    if m["collapse"] < config.collapse_high:
+    if m["collapse"] <= -config.melt:
+        return "melted"
+    if collapsed(m, config):
+        return "nucleated" if m["seed_evidence"] > config.evidence_min else "foreign"
+    if m["collapse"] >= config.collapse_low:
         return "nucleating"
-    near = m["seed_distance"] <= config.near_distance or (
-        not _missing(m.get("tempered_distance"))
-        and m["tempered_distance"] <= config.near_distance
-        and (m.get("seed_support_mass") or 0.0) >= config.support_min
-    )
-    chance = (
-        config.pvalue_max is not None
-        and pvalue_has_power(n_outcomes, config.pvalue_max)
-        and not _missing(m.get("seed_pvalue"))
-        and m["seed_pvalue"] > config.pvalue_max
-    )
-    return "nucleated" if near and not chance else "foreign"
+    return "liquid"
 
 
 def verdict(m: dict[str, Any], n_outcomes: int, config: PhaseConfig | None = None) -> str:
     """One-shot state of a single checkpoint (no history).
 
-    It can tell liquid, nucleating, nucleated (collapsed near a seed), foreign, polycrystalline and
+    It can tell liquid, nucleating, nucleated (collapsed onto a seed), foreign, melted, polycrystalline and
     no_signal; it cannot tell settling from settled (they need velocity) nor see a remelt.
     """
     return classify(m, n_outcomes, config or PhaseConfig())
@@ -155,12 +148,13 @@ class Event:
     from_state: str
     to_state: str
     seed: str | None
-    since: int  # step where the new state first appeared as the candidate
+    since: int  # step where the new state (or the warning's condition) first appeared
     remelt: bool
+    kind: str = "transition"  # or "warning": the early-warning signal fired (the state did not change)
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "task": self.task, "from": self.from_state, "to": self.to_state,
-                "seed": self.seed, "since": self.since, "remelt": self.remelt}  # fmt: skip
+                "seed": self.seed, "since": self.since, "remelt": self.remelt, "kind": self.kind}  # fmt: skip
 
 
 @dataclass
@@ -172,6 +166,9 @@ class _TaskState:
     since: int = 0
     consensus: list[float] = field(default_factory=list)
     step: int = 0
+    spread0: float | None = None  # the early-warning signal at the run's first measurement
+    warn: int = 0  # consecutive measurements with the warning's condition
+    warn_since: int = 0
 
 
 @dataclass
@@ -209,13 +206,17 @@ class PhaseTracker:
         return ("settled" if t.state == "settling" else t.state), seed
 
     def update(self, step: int, task: str, m: dict[str, Any], consensus: np.ndarray, seed: str | None) -> Update:
-        """Feed one measurement of one task (metrics with the seed metrics, consensus, nearest seed id)."""
+        """Feed one measurement of one task (metrics with the seed metrics, consensus, nearest seed id).
+
+        A collapsed consensus is put on the seed of largest evidence (``m["evidence_seed"]``) when the metrics
+        have it, else on ``seed``.
+        """
         t = self._tasks.get(task)
         velocity = None
         if t is not None and t.consensus and len(t.consensus) == len(consensus) and not np.isnan(consensus).any():
             velocity = metrics.velocity(np.array(t.consensus), consensus, max(step - t.step, 1))
         base = classify({**m, "velocity": velocity}, len(consensus), self.config)
-        candidate = self._candidate(t, base, seed, velocity)
+        candidate = self._candidate(t, base, m.get("evidence_seed") or seed, velocity)
         events: list[Event] = []
         if t is None:
             t = self._tasks[task] = _TaskState(candidate[0], candidate[1], since=step)
@@ -227,12 +228,28 @@ class PhaseTracker:
             else:
                 t.pending, t.count, t.since = candidate, 1, step
             if t.count >= self.config.hold:
-                remelt = t.state in COLLAPSED and candidate[0] == "liquid"
+                remelt = t.state in COLLAPSED and candidate[0] in ("liquid", "melted")
                 events.append(Event(step, task, t.state, candidate[0], candidate[1], t.since, remelt))
                 t.state, t.seed, t.pending, t.count = candidate[0], candidate[1], None, 0
+        warning = self._warning(t, step, m)
+        if warning:
+            events.append(Event(step, task, t.state, t.state, t.seed, t.warn_since, False, kind="warning"))
         if not np.isnan(consensus).any():
             t.consensus, t.step = [float(x) for x in consensus], step
         return Update(candidate[0], t.state, t.seed, velocity, events)
+
+    def _warning(self, t: _TaskState, step: int, m: dict[str, Any]) -> bool:
+        """Early warning: the spread between prompts of the top answer stayed ``warn_spread`` above the run's
+        first measurement for ``hold`` measurements while the task was not collapsed (fires once per rise)."""
+        spread = m.get("spread")
+        if _missing(spread):
+            return False
+        if t.spread0 is None:
+            t.spread0 = float(spread)
+            return False
+        rising = spread - t.spread0 >= self.config.warn_spread and t.state not in COLLAPSED
+        t.warn, t.warn_since = (t.warn + 1, t.warn_since if t.warn else step) if rising else (0, step)
+        return t.warn == self.config.hold
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: config, per-task state, pending candidate, counters, last consensus."""
@@ -240,7 +257,8 @@ class PhaseTracker:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> PhaseTracker:
-        tracker = cls(PhaseConfig(**state["config"]))
+        known = {f.name for f in fields(PhaseConfig)}  # thresholds of an older phase model are dropped
+        tracker = cls(PhaseConfig(**{k: v for k, v in state["config"].items() if k in known}))
         for task, t in state["tasks"].items():
             pending = tuple(t["pending"]) if t.get("pending") else None
             tracker._tasks[task] = _TaskState(**{**t, "pending": pending})

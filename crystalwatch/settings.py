@@ -53,7 +53,9 @@ class CrystalWatchConfig:
     trajectory: str | None = setting(None, "default: <output_dir>/crystalwatch/trajectory.jsonl")
     report_to: str | list[str] | None = setting(None, "trackers; None: the Trainer's args.report_to (Monitor: none)")
     alerts: bool = setting(True, "tracker alerts (W&B) on transitions into alert_states")
-    alert_states: tuple[str, ...] = setting(("nucleated", "foreign"), "states whose transitions raise a tracker alert")
+    alert_states: tuple[str, ...] = setting(("nucleated", "foreign", "warning"),
+                                            "states whose transitions raise a tracker alert ('warning': the early "
+                                            "warning)")
     alert_min_interval_s: float = setting(300.0, "seconds between two alerts of the same (task, state)")
     images: str = setting(
         "transitions", 'consensus-vs-seed bar charts (W&B native chart, TensorBoard image): "transitions" (a task\'s '
@@ -84,7 +86,7 @@ class CrystalWatchConfig:
                        samples=self.samples, batch_tokens=self.batch_tokens)  # fmt: skip
         check_int("step_offset", self.step_offset, 0)
         check_number("alert_min_interval_s", self.alert_min_interval_s, 0, float("inf"))
-        self.alert_states = tuple(check_choice("alert_states", s, STATES) for s in self.alert_states)
+        self.alert_states = tuple(check_choice("alert_states", s, (*STATES, "warning")) for s in self.alert_states)
         tracker_names(self.report_to)  # unknown trackers fail here
         if isinstance(self.images, bool):
             self.images = "all" if self.images else "none"

@@ -30,7 +30,7 @@ def seed_metrics(measurement: Measurement, library: SeedLibrary, config: PhaseCo
     out = {}
     for tid, r in measurement.tasks.items():
         seed, sm = library.compare(
-            r, diversity_floor=config.diversity_floor, support_level=config.support_level,
+            r, entropy_floor=config.entropy_floor, support_level=config.support_level,
             permutations=config.permutations,
         )  # fmt: skip
         out[tid] = (seed, sm)
@@ -64,6 +64,8 @@ def observe(
         r = measurement.tasks[tid]
         consensus = r.consensus
         update = tracker.update(step, tid, m, consensus, seed.id)
+        if update.seed is not None and update.seed != seed.id:  # a crystal is named by its seed of most evidence
+            seed = library.seed(tid, update.seed)
         records.append(Record(
             run=run, index=index, step=step, label=label, model=model or measurement.model,
             time=time, task=tid, kind=r.kind, estimator=measurement.estimator,

@@ -86,8 +86,20 @@ def test_consensus_weights_by_coverage():
 def test_velocity(p, steps):
     v = metrics.velocity(p[0], p[1], steps)
     assert v >= 0
-    assert v * steps == pytest.approx(metrics.jsd(p[0], p[1]))
+    assert v * steps == pytest.approx(0.5 * np.abs(p[0] - p[1]).sum())  # mass moved
     assert metrics.velocity(p[0], p[0], steps) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_velocity_does_not_depend_on_the_cadence():
+    # A steady drift from "1" toward "10": measured every step or every 10 steps, the same mass per step.
+    a, b = np.array([0.9, 0.1]), np.array([0.1, 0.9])
+    path = [a + (b - a) * i / 100 for i in range(101)]
+    dense = np.mean([metrics.velocity(path[i], path[i + 1], 1) for i in range(100)])
+    sparse = np.mean([metrics.velocity(path[i], path[i + 10], 10) for i in range(0, 100, 10)])
+    assert dense == pytest.approx(sparse, rel=1e-9)
+    jsd_dense = np.mean([metrics.jsd(path[i], path[i + 1]) for i in range(100)])
+    jsd_sparse = np.mean([metrics.jsd(path[i], path[i + 10]) / 10 for i in range(0, 100, 10)])
+    assert jsd_sparse > 5 * jsd_dense  # why not JSD per step: it grows with the gap
 
 
 def test_velocity_rejects_bad_steps():
@@ -101,15 +113,31 @@ def test_task_metrics_and_coverage():
     assert m["coverage"] == pytest.approx(0.3)
     assert m["entropy"] == pytest.approx(0.5)
     assert m["diversity"] == pytest.approx(metrics.jsd(p[0], p[1]))
+    c = metrics.consensus(p, np.array([0.2, 0.4]))
+    assert m["consensus_entropy"] == pytest.approx(metrics.normalized_entropy(c))
+    assert m["top_prob"] == pytest.approx(c.max())
 
 
-@given(base=st.floats(0.0, 1.0), now=st.floats(0.0, 1.0), floor=st.floats(0.0, 0.2))
-def test_collapse_bounds_and_fixed_points(base, now, floor):
+@given(base=st.floats(0.0, 1.0), now=st.floats(0.0, 1.0), floor=st.floats(0.01, 0.2))
+def test_collapse_is_signed_with_fixed_points(base, now, floor):
     c = metrics.collapse(now, base, floor)
-    assert 0.0 <= c <= 1.0
-    assert metrics.collapse(base, base, floor) == 0.0  # the base against itself
-    if base >= floor and base > 0:
-        assert metrics.collapse(0.0, base, floor) == pytest.approx(1.0)
+    assert c <= 1.0
+    assert (c < 0) == (now > max(base, floor))  # flatter than the base: negative, not clipped
+    if base >= floor:
+        assert metrics.collapse(base, base, floor) == 0.0  # the base against itself
+    assert metrics.collapse(0.0, base, floor) == pytest.approx(1.0)
+
+
+def test_seed_evidence_in_bits():
+    seeds = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    np.testing.assert_allclose(metrics.seed_evidence(np.array([1.0, 0, 0, 0]), seeds), [1.0, 0.0])
+    np.testing.assert_allclose(metrics.seed_evidence(np.array([[0, 0, 1.0, 0]]), seeds), [[-np.inf, 0.0]])
+
+
+def test_spread_is_the_weighted_std_of_one_outcome():
+    p = np.array([[0.9, 0.1], [0.1, 0.9]])
+    assert metrics.spread(p, np.array([1.0, 1.0]), 0) == pytest.approx(0.4)
+    assert metrics.spread(p, np.array([1.0, 0.0]), 0) == pytest.approx(0.0)
 
 
 @settings(max_examples=60, deadline=None)

@@ -7,7 +7,7 @@ import pytest
 from synthetic import base_matrix, peaked, task_result
 
 from crystalwatch import metrics
-from crystalwatch.phases import PhaseConfig, PhaseTracker, classify, verdict
+from crystalwatch.phases import PhaseConfig, PhaseTracker, classify
 from crystalwatch.seeds import SeedLibrary, task_seeds
 
 TASK = "integer_1_10"
@@ -33,8 +33,9 @@ def run(library, matrices, steps=None, config=None, coverage=0.2):
     return states, candidates, events, tracker
 
 
-def toward(library, a, seed="s1", rows_seed=1):
-    target = next(s for s in library.tasks[TASK].seeds if s.id == seed).centroid
+def toward(library, a, seed="s1", rows_seed=1, t=0.5):
+    """Every prompt moved a share ``a`` of the way onto the seed sharpened to temperature ``t``."""
+    target = metrics.temper(library.seed(TASK, seed).centroid, t)
     return (1 - a) * base_matrix(rows_seed) + a * target
 
 
@@ -50,8 +51,8 @@ def test_library_has_the_three_prompt_families_as_seeds(library):
 
 
 def test_liquid_nucleating_nucleated_settling_settled(library):
-    matrices = [toward(library, a) for a in (0, 0, 0.3, 0.35, 0.9, 1.0, 1.0)]
-    matrices += [tempered(library, t) for t in (0.8, 0.6, 0.5, 0.5, 0.5, 0.5)]
+    matrices = [toward(library, a) for a in (0, 0, 0.5, 0.55, 0.95, 1.0, 1.0)]
+    matrices += [tempered(library, t) for t in (0.45, 0.4, 0.35, 0.35, 0.35, 0.35)]
     states, candidates, events, _ = run(library, matrices)
     assert candidates[:7] == ["liquid", "liquid", "nucleating", "nucleating", "nucleated", "nucleated", "nucleated"]
     assert states == [
@@ -80,9 +81,11 @@ def test_hysteresis_ignores_a_single_blip(library):
 
 
 def test_foreign_when_collapsed_far_from_every_seed(library):
-    # Every prompt answers "7" (index 6): collapsed, but no seed of the base has its mass there.
-    sharp7 = np.array([peaked(10, 6, 0.9)] * 6)
-    states, candidates, events, _ = run(library, [base_matrix(1), sharp7, sharp7])
+    # Every prompt answers the outcome every seed gives less than the uniform share: collapsed, foreign.
+    least = int(np.argmin(library.tasks[TASK].centroids.max(axis=0)))
+    assert library.tasks[TASK].centroids[:, least].max() < 0.1
+    sharp = np.array([peaked(10, least, 0.9)] * 6)
+    states, candidates, events, _ = run(library, [base_matrix(1), sharp, sharp])
     assert candidates[1:] == ["foreign", "foreign"] and states[-1] == "foreign"
     assert events[0].to_state == "foreign"
 
@@ -98,7 +101,7 @@ def test_remelt_from_a_collapsed_state(library):
 def test_no_signal_when_coverage_is_too_low_or_metrics_missing(library):
     states, candidates, _, _ = run(library, [base_matrix(1)] * 3, coverage=1e-5)
     assert candidates == ["no_signal"] * 3 and states == ["no_signal"] * 3
-    m = {"entropy": 0.5, "diversity": 0.1, "coverage": 0.3, "collapse": float("nan"), "seed_distance": 0.01}
+    m = {"entropy": 0.5, "diversity": 0.1, "coverage": 0.3, "collapse": float("nan"), "seed_evidence": 1.0}
     assert classify(m, 10, PhaseConfig()) == "no_signal"
 
 
@@ -116,18 +119,33 @@ def test_reseeding_onto_another_seed_is_a_transition(library):
     assert tracker.state_dict()["tasks"][TASK]["seed"] == "s0"
 
 
-def test_pvalue_rule_is_optional_and_needs_a_test_with_power(library):
+def test_flat_prompts_that_agree_read_melted_not_nucleated(library):
     flat = np.array([np.full(10, 0.1)] * 5)
-    r = task_result(TASK, flat)
-    _, m = library.compare(r)
-    assert m["seed_pvalue"] > 0.5  # a flat seed matches a flat consensus under any labelling
-    assert verdict(m, 10) == "nucleated"  # near the base's flat seed (s2)
-    assert verdict(m, 10, PhaseConfig(pvalue_max=0.1)) == "foreign"  # ...but no better than chance
-    assert verdict({**m, "seed_pvalue": 1.0}, 2, PhaseConfig(pvalue_max=0.1)) == "nucleated"  # K=2: no power
+    states, candidates, _, _ = run(library, [flat] * 3)
+    _, m = library.compare(task_result(TASK, flat))
+    assert m["collapse"] < -0.1 and m["diversity"] == 0  # every prompt agrees, on nothing
+    assert candidates == ["melted"] * 3 and states == ["melted"] * 3
+
+
+def test_melting_after_a_crystal_is_a_remelt(library):
+    flat = np.array([np.full(10, 0.1)] * 5)
+    _, _, events, _ = run(library, [toward(library, 1.0)] * 2 + [flat] * 2)
+    assert [(e.from_state, e.to_state, e.remelt) for e in events] == [("nucleated", "melted", True)]
+
+
+def test_early_warning_fires_once_when_prompts_split_before_a_collapse(library):
+    # Half the prompts take up "10" while the others stay: the spread of the top answer rises, then the crystal.
+    agree = np.array([peaked(10, 0, 0.5)] * 10)  # every prompt leans to "1": the top answer's spread is 0
+    split = [np.vstack([agree[:5], np.array([peaked(10, 9, m)] * 5)]) for m in (0.6, 0.7)]
+    _, _, events, _ = run(library, [agree, *split, toward(library, 1.0, t=0.3), toward(library, 1.0, t=0.3)])
+    warnings = [e for e in events if e.kind == "warning"]
+    assert [(e.step, e.since) for e in warnings] == [(20, 10)]
+    crystal = [e for e in events if e.to_state == "nucleated"]
+    assert crystal and crystal[0].step > warnings[0].step
 
 
 def test_state_dict_round_trip_continues_identically(library):
-    matrices = [toward(library, a) for a in (0, 0.3, 0.35, 0.9, 1.0)] + [tempered(library, t) for t in (0.7, 0.5)]
+    matrices = [toward(library, a) for a in (0, 0.5, 0.55, 0.95, 1.0)] + [tempered(library, t) for t in (0.45, 0.4)]
     _, _, _, full = run(library, matrices)
     first = PhaseTracker()
     for i, p in enumerate(matrices[:3]):

@@ -192,7 +192,9 @@ def test_compare_finds_the_seed_a_distribution_came_from():
         r = task_result("integer_1_10", np.array([seed.centroid] * 4))
         nearest, m = lib.compare(r)
         assert nearest.id == seed.id and m["seed_distance"] < 1e-9 and m["seed_margin"] > 0.01
-        assert m["collapse"] == 1.0 and m["temperature"] == pytest.approx(1.0, abs=1e-3)
+        base = metrics.normalized_entropy(ts.base_consensus("chat"))
+        assert m["collapse"] == pytest.approx(1 - metrics.normalized_entropy(seed.centroid) / base)
+        assert m["temperature"] == pytest.approx(1.0, abs=1e-3)
     sharp = metrics.temper(ts.seeds[1].centroid, 0.4)
     _, m = lib.compare(task_result("integer_1_10", np.array([sharp] * 4)))
     assert m["temperature"] == pytest.approx(0.4, rel=1e-3) and m["tempered_distance"] < 1e-6
@@ -201,12 +203,14 @@ def test_compare_finds_the_seed_a_distribution_came_from():
 
 def test_seed_pvalue_exact_for_small_k_and_seeded_for_large_k():
     coin = np.array([[0.8, 0.2]])
-    assert seed_pvalue(np.array([0.8, 0.2]), coin, 0.0) == 0.5  # 2 labellings, one as close: no power
+    assert seed_pvalue(np.array([0.8, 0.2]), coin) == 0.5  # 2 labellings, one as good: no power
     k10 = np.array([[0.5, 0.2, 0.1, 0.08, 0.05, 0.03, 0.02, 0.01, 0.005, 0.005]])
-    p = seed_pvalue(k10[0], k10, 0.0, n=200, seed=0)
-    assert p == pytest.approx(1 / 201)
-    assert seed_pvalue(k10[0], k10, 0.0, n=200, seed=0) == p  # seeded
-    assert seed_pvalue(np.full(10, 0.1), np.full((1, 10), 0.1), 0.0) == 1.0  # flat matches any labelling
+    p = seed_pvalue(k10[0], k10, n=200, seed=0)
+    assert p == pytest.approx(1 / 201)  # the seed's whole shape: no random labelling does as well
+    assert seed_pvalue(k10[0], k10, n=200, seed=0) == p  # seeded
+    assert seed_pvalue(np.full(10, 0.1), np.full((1, 10), 0.1)) == 1.0  # flat matches any labelling
+    one = np.array([1.0] + [0.0] * 9)  # one answer: p is the share of answers as favoured, at least 1/K
+    assert seed_pvalue(one, k10, n=5000, seed=0) == pytest.approx(0.1, abs=0.015)
 
 
 @pytest.mark.parametrize("kind", ["completion", "chat"])

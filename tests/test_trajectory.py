@@ -10,6 +10,7 @@ from cli_check import refused, said
 from synthetic import base_matrix, measurement, task_result
 from typer.testing import CliRunner
 
+from crystalwatch import metrics
 from crystalwatch.cli import app
 from crystalwatch.phases import PhaseTracker
 from crystalwatch.records import SCHEMA, Record, TrajectoryError, read_trajectory
@@ -34,7 +35,7 @@ def test_observe_writes_documented_records(tmp_path):
     tracker = PhaseTracker()
     writer = TrajectoryWriter(tmp_path / "t.jsonl")
     for i, a in enumerate((0.0, 1.0, 1.0)):
-        target = lib.tasks["integer_1_10"].seeds[1].centroid
+        target = metrics.temper(lib.tasks["integer_1_10"].seeds[1].centroid, 0.4)  # the seed, sharpened
         m = measurement(task_result("integer_1_10", (1 - a) * base_matrix(1) + a * target))
         writer.write(observe(m, lib, tracker, step=10 * i, index=i, run="r", label=f"c{i}"))
     records = read_trajectory(tmp_path / "t.jsonl")
@@ -44,10 +45,11 @@ def test_observe_writes_documented_records(tmp_path):
     r = records[-1]
     assert r["schema"] == SCHEMA and r["library"] == "abc" and r["seed"] == "s1" and r["kind"] == "chat"
     assert r["events"] == [{"step": 20, "task": "integer_1_10", "from": "liquid", "to": "nucleated",
-                            "seed": "s1", "since": 10, "remelt": False}]  # fmt: skip
+                            "seed": "s1", "since": 10, "remelt": False, "kind": "transition"}]  # fmt: skip
     assert records[0]["metrics"]["velocity"] is None and r["metrics"]["velocity"] == pytest.approx(0, abs=1e-9)
     assert set(r["metrics"]) >= {"entropy", "diversity", "coverage", "collapse", "seed_distance", "seed_margin",
-                                 "seed_support_mass", "temperature", "tempered_distance", "seed_pvalue"}  # fmt: skip
+                                 "seed_support_mass", "temperature", "tempered_distance", "seed_pvalue",
+                                 "seed_evidence", "evidence_seed", "seed_chance", "consensus_entropy", "spread"}
     assert len(r["consensus"]) == len(r["outcomes"]) == len(r["seed_centroid"]) == 10
     assert sum(r["consensus"]) == pytest.approx(1, abs=1e-5) and len(r["variants"]) == 11
 

@@ -16,11 +16,11 @@ OTHER_COLOUR = UNKNOWN_COLOUR  # a state the table does not know
 MISSING_COLOUR = "#ffffff"  # no measurement at that step (timeline)
 PANELS = (  # (title, primary metric, secondary metric or None, log y)
     ("entropy", "entropy", None, False),
-    ("diversity / collapse (dashed)", "diversity", "collapse", False),
+    ("consensus entropy / collapse (dashed)", "consensus_entropy", "collapse", False),
     ("seed distance / tempered distance (dashed)", "seed_distance", "tempered_distance", False),
     ("temperature", "temperature", None, True),
 )
-TABLE_METRICS = ("seed_distance", "temperature", "entropy", "diversity", "coverage", "collapse")
+TABLE_METRICS = ("seed_distance", "temperature", "entropy", "diversity", "coverage", "collapse", "seed_evidence")
 DPI = 100
 
 Runs = dict[str, list[Record]]  # run -> its records for one task, sorted by index
@@ -93,5 +93,8 @@ def _transitions(recs: list[Record]) -> list[str]:
         for e in r.events or []:
             seed = f" ({e['seed']})" if e.get("seed") else ""
             remelt = " remelt" if e.get("remelt") else ""
+            if e.get("kind") == "warning":
+                out.append(f"early warning @{e.get('step', r.step)}")
+                continue
             out.append(f"{e.get('from')}→{e.get('to')} @{e.get('step', r.step)}{seed}{remelt}")
     return out

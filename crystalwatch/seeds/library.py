@@ -41,6 +41,9 @@ def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permu
     order = np.argsort(dist, kind="stable")
     nearest = int(order[0])
     temperature, tempered = metrics.fit_temperature(consensus, centroids[nearest])
+    evidence = metrics.seed_evidence(consensus, centroids)
+    best = int(np.argmax(evidence))
+    k = centroids.shape[1]
     return {
         "seed": t.seeds[nearest].id,
         "seed_distance": float(dist[nearest]),
@@ -49,27 +52,32 @@ def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permu
         "temperature": temperature,
         "temperature_bound": metrics.temperature_bound(temperature),
         "tempered_distance": tempered,
-        "seed_pvalue": seed_pvalue(consensus, centroids, float(dist[nearest]), permutations, seed),
+        "evidence_seed": t.seeds[best].id,
+        "seed_evidence": float(evidence[best]),
+        "seed_pvalue": seed_pvalue(consensus, centroids, permutations, seed),
+        "seed_chance": float((centroids.max(axis=0) * k > 1).mean()),
     }
 
 
-def seed_pvalue(consensus: np.ndarray, centroids: np.ndarray, observed: float, n: int = 200, seed: int = 0) -> float:
-    """Is the nearest seed closer than chance? Share of label-permuted libraries that come as close.
+def seed_pvalue(consensus: np.ndarray, centroids: np.ndarray, n: int = 200, seed: int = 0) -> float:
+    """Is the consensus's mass on answers the seeds favour, more than chance? The share of label permutations
+    of the consensus (its mass moved to other outcomes) whose best seed evidence is at least as large.
 
-    Every permutation of the K outcome labels is enumerated when K! <= n (an exact test whose
-    smallest p-value is 1/K!: coin flips can never be significant); otherwise ``n`` random
-    permutations (seeded) with the usual (1 + hits) / (1 + n).
+    Every permutation is enumerated when K! <= n (exact); otherwise ``n`` random ones (seeded) with the usual
+    (1 + hits) / (1 + n). A consensus on one answer carries at most log2 K bits, so its p-value is at least the
+    share of outcomes some seed favours (>= 1/K): see docs/phase-model.md.
     """
     k = centroids.shape[1]
+    observed = metrics.seed_evidence(consensus, centroids).max()
     if math.factorial(k) <= n:
         perms = np.array(list(itertools.permutations(range(k))))
-        hits = sum(metrics.jsd_rows(consensus, centroids[:, perm]).min() <= observed + 1e-12 for perm in perms)
-        return float(hits / len(perms))
-    rng = np.random.default_rng(seed)
-    hits = sum(
-        metrics.jsd_rows(consensus, centroids[:, rng.permutation(k)]).min() <= observed + 1e-12 for _ in range(n)
-    )
-    return float((1 + hits) / (1 + n))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.array([rng.permutation(k) for _ in range(n)])
+    c = np.asarray(consensus, dtype=float)
+    best = metrics.seed_evidence(c[perms], centroids).max(axis=-1)
+    hits = int((best >= observed - 1e-12).sum())
+    return float(hits / len(perms)) if math.factorial(k) <= n else float((1 + hits) / (1 + n))
 
 
 @dataclass
@@ -85,7 +93,7 @@ class SeedLibrary:
         self,
         result: TaskResult,
         *,
-        diversity_floor: float = 0.05,
+        entropy_floor: float = 0.05,
         support_level: float = 0.9,
         permutations: int = 200,
         seed: int = 0,
@@ -94,9 +102,16 @@ class SeedLibrary:
         t = self.tasks[result.task.id]
         out = _compare(t, result.consensus, support_level=support_level, permutations=permutations, seed=seed)
         seed_id = out.pop("seed")
-        nearest = next(s for s in t.seeds if s.id == seed_id)
-        out["collapse"] = metrics.collapse(result.metrics["diversity"], t.base_diversity(result.kind), diversity_floor)
+        nearest = self.seed(result.task.id, seed_id)
+        base = t.base_consensus(result.kind)
+        out["base_consensus_entropy"] = float(metrics.normalized_entropy(base))
+        now = result.metrics.get("consensus_entropy", float(metrics.normalized_entropy(result.consensus)))
+        out["collapse"] = metrics.collapse(now, out["base_consensus_entropy"], entropy_floor)
         return nearest, {**result.metrics, **out}
+
+    def seed(self, task: str, seed_id: str) -> Seed:
+        """One seed of a task by its id."""
+        return next(s for s in self.tasks[task].seeds if s.id == seed_id)
 
     def check(self, tasks: Sequence[Task], tokenizer: Any = None, *, strict: bool = False) -> None:
         """Fail when the library cannot judge ``tasks``; warn when it can but something differs.

@@ -62,6 +62,13 @@ class TaskSeeds:
         """The base's diversity on the same prompt family when it was measured there, else over all prompts."""
         return self.base.get(kind, self.base["all"])["diversity"]
 
+    def base_consensus(self, kind: str) -> np.ndarray:
+        """The base's coverage-weighted consensus on the same prompt family (all prompts when it has none)."""
+        from crystalwatch.metrics import consensus
+
+        mine = [v for v in self.variants if v.kind == kind] or self.variants
+        return consensus(np.stack([v.probs for v in mine]), np.array([v.coverage for v in mine]))
+
 
 def variant_key(v: VariantDist) -> str:
     return f"{v.kind}/{v.id}"

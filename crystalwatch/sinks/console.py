@@ -21,15 +21,16 @@ def styled(state: Any) -> str:
 
 
 def print_events(records: Sequence[Record]) -> None:
-    """One readable line per transition."""
+    """One readable line per transition or early warning."""
     for r in records:
         for e in r.events:
+            where = f"step {e['step']}{' (' + r.label + ')' if r.label else ''}: {e['task']}"
+            if e.get("kind") == "warning":
+                console.print(f"{where} early warning: the prompts split on the top answer ({styled(e['to'])})")
+                continue
             tag = " (remelt)" if e.get("remelt") else ""
             seed = f" onto {e['seed']}" if e.get("seed") else ""
-            console.print(
-                f"step {e['step']}{' (' + r.label + ')' if r.label else ''}: {e['task']} "
-                f"{styled(e['from'])} -> {styled(e['to'])}{seed}{tag}"
-            )
+            console.print(f"{where} {styled(e['from'])} -> {styled(e['to'])}{seed}{tag}")
 
 
 class ConsoleSink:

@@ -20,7 +20,7 @@ PREFIX = "crystal"
 SUMMARY = f"{PREFIX}/summary"
 TABLE_COLUMNS = (
     "step", "label", "task", "state", "candidate", "seed",
-    "seed_distance", "temperature", "tempered_distance", "collapse", "entropy", "coverage",
+    "seed_distance", "temperature", "tempered_distance", "collapse", "entropy", "coverage", "seed_evidence",
 )  # fmt: skip
 TABLE_METRICS = TABLE_COLUMNS[6:]
 
@@ -45,6 +45,7 @@ def task_scalars(record: Record) -> dict[str, float | int]:
         if x is not None:
             out[f"{base}/{name}"] = x
     out[f"{base}/state"] = state_code(record.state)
+    out[f"{base}/warning"] = int(any(e.get("kind") == "warning" for e in record.events or ()))
     probs = [p for p in map(number, record.consensus or ()) if p is not None]
     if probs:
         out[f"{base}/top_prob"] = max(probs)

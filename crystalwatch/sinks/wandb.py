@@ -51,7 +51,7 @@ class Alert:
 
 
 def _alert_for(record: Record, event: dict[str, Any], step: int) -> Alert:
-    task, to = str(record.task), str(event.get("to"))
+    task, to = str(record.task), alert_name(event)
     seed = event.get("seed") or record.seed
     distance = number((record.metrics or {}).get("seed_distance"))
     text = (
@@ -64,6 +64,11 @@ def _alert_for(record: Record, event: dict[str, Any], step: int) -> Alert:
     if len(title) > TITLE_LIMIT:
         title = title[: TITLE_LIMIT - 3] + "..."
     return Alert((task, to), title, text, "WARN" if to == "foreign" else "INFO")
+
+
+def alert_name(event: dict[str, Any]) -> str:
+    """What an event alerts as: the state it entered, or ``warning`` for the early-warning signal."""
+    return "warning" if event.get("kind") == "warning" else str(event.get("to"))
 
 
 def _current_run() -> Any:
@@ -108,7 +113,7 @@ class WandbSink:
 
     name = "wandb"
 
-    def __init__(self, *, alerts: bool = True, alert_states: Sequence[str] = ("nucleated", "foreign"),
+    def __init__(self, *, alerts: bool = True, alert_states: Sequence[str] = ("nucleated", "foreign", "warning"),
                  alert_min_interval_s: float = 300.0, images: str | bool = "transitions",
                  report: bool = False) -> None:  # fmt: skip
         self.alerts = alerts
@@ -206,7 +211,7 @@ class WandbSink:
         wanted: dict[tuple[str, str], Alert] = {}
         for record in records:
             for event in record.events or ():
-                if event.get("to") not in self.alert_states:
+                if alert_name(event) not in self.alert_states:
                     continue
                 alert = _alert_for(record, event, step)
                 last = self._last_alert.get(alert.key)

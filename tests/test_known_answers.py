@@ -1,0 +1,89 @@
+"""Known answers on the committed gemma-3-270m library: every state read right on all 15 tasks.
+
+Synthetic measurements of the chat prompts (every variant given the same distribution, coverage 0.2, four
+measurements through the public API) with a state known in advance: melted (uniform), a sharp collapse (0.95) onto
+each base seed's top answer, onto the answer no seed favours, and the base's own chat variants.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import measurement, peaked, task_result
+
+from crystalwatch.phases import CRYSTAL, PhaseConfig, PhaseTracker
+from crystalwatch.seeds import SeedLibrary
+from crystalwatch.trajectory import observe
+
+LIBRARY = SeedLibrary.load(Path(__file__).parent.parent / "docs" / "real" / "gemma-3-270m.seeds.json.gz")
+TASKS = sorted(LIBRARY.tasks)
+
+
+def final(task: str, matrix: np.ndarray, n: int = 4, coverage: float | np.ndarray = 0.2):
+    """The last record after ``n`` identical measurements of ``matrix`` on ``task``."""
+    tracker = PhaseTracker(PhaseConfig())
+    for i in range(n):
+        (record,) = observe(measurement(task_result(task, matrix, coverage)), LIBRARY, tracker, step=10 * i, index=i)
+    return record
+
+
+def chat_variants(task: str) -> list:
+    return [v for v in LIBRARY.tasks[task].variants if v.kind == "chat"]
+
+
+def test_the_library_has_all_15_tasks():
+    assert len(TASKS) == 15
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_melted_model_reads_melted(task):
+    k = len(LIBRARY.tasks[task].outcomes)
+    r = final(task, np.full((7, k), 1 / k))
+    assert r.state == "melted", (r.state, r.metrics["collapse"])
+    assert r.metrics["collapse"] < -0.1  # signed: flatter than the base shows, not clipped at 0
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_base_own_variants_read_liquid(task):
+    vs = chat_variants(task)
+    r = final(task, np.stack([v.probs for v in vs]), coverage=np.array([v.coverage for v in vs]))
+    assert r.state == "liquid", (r.state, r.metrics["collapse"])
+    assert abs(r.metrics["collapse"]) < 1e-9  # the base on its own prompts: nothing gone, nothing added
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sharp_collapse_onto_each_seed_top_answer_reads_crystal_on_that_seed(task):
+    t = LIBRARY.tasks[task]
+    k = len(t.outcomes)
+    for seed in t.seeds:
+        top = int(np.argmax(seed.centroid))
+        r = final(task, np.array([peaked(k, top, 0.95)] * 7))
+        assert r.state in CRYSTAL, (seed.id, t.outcomes[top], r.state, r.metrics["collapse"])
+        named = LIBRARY.seed(task, r.seed)
+        # The seed named is the one that gives the crystal's answer most mass: this seed, or one that gives it more.
+        assert named.centroid[top] == t.centroids[:, top].max()
+        assert r.metrics["seed_evidence"] > 0
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sharp_collapse_onto_the_answer_no_seed_favours(task):
+    t = LIBRARY.tasks[task]
+    k = len(t.outcomes)
+    least = int(np.argmin(t.centroids.max(axis=0)))
+    r = final(task, np.array([peaked(k, least, 0.95)] * 7))
+    if k >= 3:
+        assert r.state == "foreign", (t.outcomes[least], r.state, r.metrics["seed_evidence"])
+        assert r.metrics["seed_evidence"] <= 0
+    else:  # both answers of a 2-outcome task are some seed's favourite here: foreign cannot be read
+        assert r.state in CRYSTAL
+
+
+def test_seed_pvalue_of_a_one_answer_crystal_is_the_share_of_favoured_answers():
+    t = LIBRARY.tasks["integer_1_100"]
+    top = int(np.argmax(t.seeds[0].centroid))
+    r = final("integer_1_100", np.array([peaked(100, top, 0.999)] * 7), n=1)
+    favoured = float((t.centroids.max(axis=0) * 100 > 1).mean())
+    assert r.metrics["seed_chance"] == pytest.approx(favoured)
+    assert r.metrics["seed_pvalue"] <= favoured + 0.1  # 200 random permutations around the exact share

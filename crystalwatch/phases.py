@@ -75,8 +75,8 @@ class PhaseConfig:
 
     min_coverage: float = 1e-3  # mean coverage below this: no_signal (the distribution is mostly noise)
     collapse_low: float = 0.2  # collapse (signed, consensus entropy gone) at or above this: nucleating
-    collapse_high: float = 0.5  # collapse at or above this: collapsed (nucleated or foreign)
-    sharp_consensus: float = 0.35  # consensus entropy (H/log K) at or below this: collapsed, whatever the base
+    sharp_consensus: float = 0.45  # consensus entropy (H/log K) at or below this, and changed from the base:...
+    move_min: float = 0.1  # ...by collapse_low, or this far from the base's consensus (bits): collapsed
     melt: float = 0.1  # collapse at or below -melt: melted (the consensus this much flatter than the base's)
     entropy_floor: float = 0.05  # the base's consensus entropy counts as at least this in collapse
     evidence_min: float = 0.0  # bits; a collapse onto answers a seed favours more than this is nucleated, else foreign
@@ -89,13 +89,11 @@ class PhaseConfig:
     hold: int = 2  # consecutive measurements a new state (or a warning) needs
 
     def __post_init__(self) -> None:
-        for name in ("min_coverage", "collapse_low", "collapse_high", "sharp_consensus", "melt", "support_level"):
+        for name in ("min_coverage", "collapse_low", "sharp_consensus", "move_min", "melt", "support_level"):
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, 1)
         for name in ("entropy_floor", "sharp_entropy", "poly_diversity", "velocity_eps", "warn_spread"):
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, math.inf)
         check_number("PhaseConfig.evidence_min", self.evidence_min, -math.inf, math.inf)
-        if not self.collapse_low <= self.collapse_high:
-            raise CrystalwatchError("PhaseConfig: need collapse_low <= collapse_high")
         check_int("PhaseConfig.hold", self.hold, 1)
         check_int("PhaseConfig.permutations", self.permutations, 1)
 
@@ -105,9 +103,12 @@ def _missing(x: Any) -> bool:
 
 
 def collapsed(m: dict[str, Any], config: PhaseConfig) -> bool:
-    """Is the consensus collapsed: most of the base's consensus entropy gone, or sharp whatever the base?"""
-    sharp = not _missing(m.get("consensus_entropy")) and m["consensus_entropy"] <= config.sharp_consensus
-    return m["collapse"] >= config.collapse_high or sharp
+    """Is the consensus collapsed: sharp (consensus entropy at most ``sharp_consensus``) and changed from the
+    base's (sharper by ``collapse_low``, or moved ``move_min`` bits away: onto another answer)?"""
+    if _missing(m.get("consensus_entropy")) or m["consensus_entropy"] > config.sharp_consensus:
+        return False
+    moved = not _missing(m.get("base_distance")) and m["base_distance"] >= config.move_min
+    return m["collapse"] >= config.collapse_low or moved
 
 
 def classify(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> str:

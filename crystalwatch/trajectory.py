@@ -14,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from crystalwatch import metrics
 from crystalwatch.errors import CrystalwatchError
-from crystalwatch.measure import Measurement
+from crystalwatch.measure import Measurement, TaskResult, VariantResult
 from crystalwatch.phases import PhaseConfig, PhaseTracker, verdict
 from crystalwatch.records import Record, read_trajectory
+from crystalwatch.scoring import Request
 from crystalwatch.seeds import SeedLibrary
+from crystalwatch.tasks import load_task
 
 
 def _rounded(p: np.ndarray) -> list[float]:
@@ -79,6 +82,38 @@ def observe(
                       for v in r.variants},
         ))  # fmt: skip
     return records
+
+
+def reread(records: Sequence[Record], library: SeedLibrary, config: PhaseConfig | None = None) -> list[Record]:
+    """The records of one or more runs read again with a phase model (another version or other thresholds).
+
+    Every record keeps each prompt variant's distribution and coverage, so metrics, states and events are
+    recomputed from them, measurement by measurement, one tracker per run. Tasks are the built-in ones, or a
+    task file's, by id; a task whose outcomes changed since the run is an error.
+    """
+    trackers: dict[str, PhaseTracker] = {}
+    groups: dict[tuple[str, int], list[Record]] = {}
+    for r in records:
+        groups.setdefault((r.run, r.index), []).append(r)
+    out: list[Record] = []
+    for (run, index), recs in groups.items():
+        results = {}
+        for r in recs:
+            task = load_task(r.task)
+            if task.outcome_names != list(r.outcomes):
+                raise CrystalwatchError(f"run '{run}' record {index}: task '{r.task}' has other outcomes now than "
+                                        "when it was measured; re-read with the task file of the run")  # fmt: skip
+            variants = [VariantResult(Request(r.task, name, r.kind, "", (), ()), np.array(v["probs"], dtype=float),
+                                      float(v["coverage"])) for name, v in (r.variants or {}).items()]  # fmt: skip
+            result = TaskResult(task, r.kind, variants)
+            result.metrics = metrics.task_metrics(result.matrix, result.coverage)
+            results[r.task] = result
+        first = recs[0]
+        tracker = trackers.setdefault(run, PhaseTracker(config or PhaseConfig()))
+        measurement = Measurement(first.estimator, first.terminators, [], results, first.model)
+        out += observe(measurement, library, tracker, step=first.step, index=index, run=run, label=first.label,
+                       model=first.model)  # fmt: skip
+    return out
 
 
 def check_ladder(models: Sequence[str], labels: Sequence[str] | None, steps: Sequence[int] | None) -> None:

@@ -164,6 +164,6 @@ def test_state_dict_round_trip_continues_identically(library):
 
 def test_config_is_validated():
     with pytest.raises(ValueError, match="collapse_low"):
-        PhaseConfig(collapse_low=0.8, collapse_high=0.5)
+        PhaseConfig(collapse_low=1.5)
     with pytest.raises(ValueError, match="hold"):
         PhaseConfig(hold=0)

@@ -107,6 +107,7 @@ class SeedLibrary:
         out["base_consensus_entropy"] = float(metrics.normalized_entropy(base))
         now = result.metrics.get("consensus_entropy", float(metrics.normalized_entropy(result.consensus)))
         out["collapse"] = metrics.collapse(now, out["base_consensus_entropy"], entropy_floor)
+        out["base_distance"] = metrics.jsd(result.consensus, base)
         return nearest, {**result.metrics, **out}
 
     def seed(self, task: str, seed_id: str) -> Seed:

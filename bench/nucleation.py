@@ -40,11 +40,12 @@ from crystalwatch import CrystalWatchCallback, load_model, read_trajectory  # no
 from crystalwatch.data import contamination, real  # noqa: E402
 from crystalwatch.files import write_atomic  # noqa: E402
 from crystalwatch.models import cache_dir, fingerprint  # noqa: E402
-from crystalwatch.phases import CRYSTAL, pvalue_has_power  # noqa: E402
+from crystalwatch.phases import CRYSTAL, PhaseConfig  # noqa: E402
 from crystalwatch.report import render_report  # noqa: E402
 from crystalwatch.scoring.prompts import GEMMA_CHAT_TEMPLATE  # noqa: E402
-from crystalwatch.seeds import load_or_build  # noqa: E402
+from crystalwatch.seeds import SeedLibrary, load_or_build  # noqa: E402
 from crystalwatch.tasks import load_tasks  # noqa: E402
+from crystalwatch.trajectory import reread  # noqa: E402
 
 BASE = "pypi:gemma-3-270m"
 OUT = Path(__file__).parent.parent / "docs" / "experiments" / "nucleation"
@@ -53,7 +54,7 @@ ARMS = {
     "lora": {"lr": 2e-4, "lora": 64, "shuffle": False},
     "shuffled": {"lr": 3e-5, "lora": None, "shuffle": True},
 }
-PVALUE = 0.05  # the pre-registered level (docs/experiments/nucleation.md)
+LIBRARY = Path(__file__).parent.parent / "docs" / "real" / "gemma-3-270m.seeds.json.gz"  # the tables re-read with it
 
 
 def training_data(shuffle: bool, seed: int = 0) -> tuple[list[dict], dict]:
@@ -133,30 +134,33 @@ def run_arm(name: str, library, minutes: float, every: int, max_steps: int) -> d
 
 
 def per_task(records) -> dict:
-    """Per task: final state, seed and p-value, whether it nucleated by the pre-registered rule, and the path."""
+    """Per task: final state and seed, the seed evidence and its p-value, whether it ended in a crystal state, and
+    the path of collapse (signed), entropy, coverage and top answer."""
     out = {}
     for task in dict.fromkeys(r.task for r in records):
         mine = [r for r in records if r.task == task]
         first, last = mine[0], mine[-1]
-        k = len(last.outcomes)
-        powered = pvalue_has_power(k, PVALUE)
-        p = last.metrics.get("seed_pvalue")
+        collapse = [r.metrics.get("collapse") for r in mine]
         out[task] = {
-            "outcomes": k, "state": last.state, "seed": last.seed, "seed_pvalue": p,
-            "seed_distance": last.metrics.get("seed_distance"),
-            "nucleated": powered and last.state in CRYSTAL and p is not None and p <= PVALUE,
-            "ever": sorted({r.state for r in mine}), "collapse_max": max(r.metrics.get("collapse") or 0 for r in mine),
-            "collapse": [r.metrics.get("collapse") for r in mine], "steps": [r.step for r in mine],
-            "entropy": [first.metrics.get("entropy"), last.metrics.get("entropy")],
+            "outcomes": len(last.outcomes), "state": last.state, "seed": last.seed,
+            "seed_evidence": last.metrics.get("seed_evidence"), "seed_pvalue": last.metrics.get("seed_pvalue"),
+            "seed_chance": last.metrics.get("seed_chance"), "crystal": last.state in CRYSTAL,
+            "ever": sorted({r.state for r in mine}), "collapse": collapse, "steps": [r.step for r in mine],
+            "collapse_min": min(collapse), "collapse_max": max(collapse),
+            "entropy": [first.metrics.get("consensus_entropy"), last.metrics.get("consensus_entropy")],
             "coverage": [first.metrics.get("coverage"), last.metrics.get("coverage")],
             "top": [first.top, last.top],
-            "transitions": [f"{e['step']}: {e['from']} -> {e['to']}" for r in mine for e in r.events],
+            "transitions": [f"{e['step']}: {e['from']} -> {e['to']}" for r in mine for e in r.events
+                            if e.get("kind", "transition") == "transition"],
+            "warnings": [e["step"] for r in mine for e in r.events if e.get("kind") == "warning"],
         }  # fmt: skip
     return out
 
 
 def table(summaries: list[dict]) -> str:
-    lines = ["# Nucleation experiment: results (written by bench/nucleation.py)", ""]
+    lines = ["# Nucleation experiment: results (written by bench/nucleation.py --table)", "",
+             "Every arm's trajectory re-read with the checkout's phase model (`crystalwatch.trajectory.reread`, "
+             "default `PhaseConfig`, the committed library docs/real/gemma-3-270m.seeds.json.gz).", ""]  # fmt: skip
     for s in summaries:
         threads = f", {s['threads']} torch threads" if "threads" in s else ""
         lines.append(f"- **{s['arm']}**: {s['steps']} steps in {s['seconds']} s ({s['measurements']} measurements, "
@@ -164,9 +168,10 @@ def table(summaries: list[dict]) -> str:
                      f"loss {s['loss_first']:.3f} -> {s['loss_last']:.3f}, "
                      f"lr {s['lr']}, LoRA r {s['lora'] or '-'}, data {s['data']['kept']} conversations "
                      f"({s['data']['removed_as_contaminated']} removed)")  # fmt: skip
-    lines += ["", "Per task at the arm's last measurement: state, seed, permutation p-value, the largest collapse "
-              "seen, entropy (normalised) and coverage from the first to the last measurement. **nucleated**: the "
-              "pre-registered rule (a crystal state, K ≥ 5, p ≤ 0.05).", "",
+    lines += ["", "Per task at the arm's last measurement: state and seed named, seed evidence (bits) with its "
+              "permutation p-value, collapse (signed: negative = flatter than the base) first → last with its "
+              "range, consensus entropy and coverage first → last, early warnings. **crystal**: the last state is "
+              "`nucleated`, `settling` or `settled`.", "",
               "| task | K | " + " | ".join(s["arm"] for s in summaries) + " |",
               "|---|---|" + "---|" * len(summaries)]  # fmt: skip
     for task in (t.id for t in load_tasks()):
@@ -177,10 +182,12 @@ def table(summaries: list[dict]) -> str:
                 cells.append("-")
                 continue
             p = "-" if t["seed_pvalue"] is None else f"{t['seed_pvalue']:.3f}"
-            mark = " **nucleated**" if t["nucleated"] else ""
-            h, c = t["entropy"], t["coverage"]
-            cells.append(f"{t['state']} {t['seed']} p={p}, collapse max {t['collapse_max']:.2f}, "
-                         f"H {h[0]:.2f}→{h[1]:.2f}, coverage {c[0]:.2f}→{c[1]:.2f}{mark}")  # fmt: skip
+            mark = " **crystal**" if t["crystal"] else ""
+            h, c, k = t["entropy"], t["coverage"], t["collapse"]
+            warn = f", warnings {t['warnings']}" if t["warnings"] else ""
+            cells.append(f"{t['state']} {t['seed']} ({t['seed_evidence']:.2f} bits, p={p}), collapse "
+                         f"{k[0]:+.2f}→{k[-1]:+.2f} [{t['collapse_min']:+.2f}, {t['collapse_max']:+.2f}], "
+                         f"H {h[0]:.2f}→{h[1]:.2f}, coverage {c[0]:.2f}→{c[1]:.2f}{warn}{mark}")  # fmt: skip
         k = next(s["tasks"][task]["outcomes"] for s in summaries if task in s["tasks"])
         lines.append(f"| {task} | {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -214,8 +221,13 @@ def main() -> None:
 
 
 def write_table() -> None:
-    """results.md from every arm's summary.json (the arms may run side by side: whoever ends last has all)."""
-    summaries = [json.loads(p.read_text()) for p in sorted(OUT.glob("*/summary.json"))]
+    """results.md from every arm's summary.json and trajectory, re-read with the checkout's phase model."""
+    library = SeedLibrary.load(LIBRARY)
+    summaries = []
+    for path in sorted(OUT.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        records = reread(read_trajectory(path.parent / "trajectory.jsonl"), library, PhaseConfig())
+        summaries.append({**summary, "tasks": per_task(records)})
     summaries.sort(key=lambda s: list(ARMS).index(s["arm"]))
     write_atomic(OUT / "results.md", table(summaries))
 

@@ -95,8 +95,11 @@ def test_gemma_seed_library_and_smollm2_against_it(gemma, smollm2, tmp_path):
     for tid, v in verdicts.items():
         m = v["metrics"]
         assert v["seed"] in {s.id for s in library.tasks[tid].seeds}
-        assert 0 <= m["seed_distance"] <= 1 and 0 <= m["collapse"] <= 1 and 0 < m["seed_pvalue"] <= 1
-        assert v["state"] in ("liquid", "nucleating", "nucleated", "foreign", "polycrystalline", "no_signal")
+        assert 0 <= m["seed_distance"] <= 1 and m["collapse"] <= 1 and 0 < m["seed_pvalue"] <= 1
+    # Golden readings (docs/real-phases.md, re-read with phase model v2.1): SmolLM2's 1-10 is flatter than gemma's
+    # chat consensus (collapse -0.16), its rainbow colour about as spread (+0.09).
+    assert {t: v["state"] for t, v in verdicts.items()} == {"integer_1_10": "melted", "rainbow_colour": "liquid"}
+    assert verdicts["integer_1_10"]["metrics"]["collapse"] == pytest.approx(-0.16, abs=0.03)
 
 
 def test_bf16_moves_distributions_no_more_than_measured(smollm2):

@@ -51,7 +51,8 @@ def task_row(records: list, task: str, answer: str | None, library: SeedLibrary)
         "spread": [round(r.metrics["spread"], 4) for r in mine],
         "top": [r.outcomes[int(np.argmax(r.consensus))] for r in mine],
         "top_prob": [round(max(r.consensus), 4) for r in mine],
-        "seed_evidence": m.get("seed_evidence"), "seed_pvalue": m.get("seed_pvalue"), "seed_chance": m.get("seed_chance"),
+        "seed_evidence": m.get("seed_evidence"), "seed_pvalue": m.get("seed_pvalue"),
+        "seed_chance": m.get("seed_chance"),
         "warnings": warnings, "collapsed_readings": sum(r.state in COLLAPSED for r in mine),
     }  # fmt: skip
     crystal = min((entered[s] for s in (*CRYSTAL, "foreign") if s in entered), default=None)
@@ -76,7 +77,8 @@ def summarise(out: Path, arms: dict, config: PhaseConfig | None = None) -> dict:
             continue
         records = read_arm(folder, library, config)
         summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
-        tasks = {t: task_row(records, t, arm["targets"].get(t), library) for t in dict.fromkeys(r.task for r in records)}
+        names = dict.fromkeys(r.task for r in records)
+        tasks = {t: task_row(records, t, arm["targets"].get(t), library) for t in names}
         result["arms"][name] = {**arm, "run": {k: summary.get(k) for k in ("steps", "seconds", "measurements")},
                                 "loss": [summary["loss"][0], summary["loss"][-1]] if summary.get("loss") else None,
                                 "tasks": tasks}  # fmt: skip
@@ -106,7 +108,8 @@ def markdown(result: dict) -> str:
               "p-value and the chance that a one-answer crystal on a random answer reads as a seed; the "
               "early warning's steps and its lead over the first collapsed state.", "",
               "| arm | task → answer | answer prob | crossed 0.5 | entered (state: step) | final | seed (top) | "
-              "evidence | p | chance | warnings | lead |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "evidence | p | chance | warnings | lead |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, a in arms.items():
         for task, answer in a["targets"].items():
             t = a["tasks"].get(task)
@@ -122,7 +125,8 @@ def markdown(result: dict) -> str:
               "Readings (task × measurement) in `nucleated`, `settling`, `settled` or `foreign`, of all readings, "
               "on every task of the null arms and the uniform arm, and on the untouched tasks of the dosed arms; "
               "and the early warnings there.", "",
-              "| arm | collapsed readings | of | which | warnings (task: steps) |", "|---|---|---|---|---|"]  # fmt: skip
+              "| arm | collapsed readings | of | which | warnings (task: steps) |",
+              "|---|---|---|---|---|"]  # fmt: skip
     for name, a in arms.items():
         watched = [t for task, t in a["tasks"].items()
                    if task not in a["targets"] or a["targets"][task] == "uniform"]  # fmt: skip
@@ -143,7 +147,7 @@ def markdown(result: dict) -> str:
                          f"{t['top'][0]} {t['top_prob'][0]:.2f}→{t['top'][-1]} {t['top_prob'][-1]:.2f}")  # fmt: skip
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines += ["", "## Noise between repeated arms (seed 0 vs seed 1)", "",
-              "| pair | max over tasks of abs(final collapse difference) | task | median | trained answer prob. difference |",
+              "| pair | max abs(final collapse difference) | task | median | trained answer prob. difference |",
               "|---|---|---|---|---|"]  # fmt: skip
     for a, b in (("null", "null_r1"), ("seed25", "seed25_r1")):
         if a not in arms or b not in arms:

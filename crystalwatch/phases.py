@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from crystalwatch import metrics
-from crystalwatch.errors import CrystalwatchError, check_int, check_number
+from crystalwatch.errors import check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class PhaseConfig:
     move_min: float = 0.1  # ...by collapse_low, or this far from the base's consensus (bits): collapsed
     melt: float = 0.1  # collapse at or below -melt: melted (the consensus this much flatter than the base's)
     entropy_floor: float = 0.05  # the base's consensus entropy counts as at least this in collapse
-    evidence_min: float = 0.0  # bits; a collapse onto answers a seed favours more than this is nucleated, else foreign
+    evidence_share: float = 0.25  # seed evidence above this share of log2 K: nucleated; else foreign
     support_level: float = 0.9  # a seed's support = its smallest outcome set with this much mass (seed_support_mass)
     permutations: int = 200  # label permutations behind seed_pvalue (all of them when K! is smaller)
     sharp_entropy: float = 0.35  # polycrystalline: variants this sharp (mean normalised entropy)...
@@ -93,7 +93,7 @@ class PhaseConfig:
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, 1)
         for name in ("entropy_floor", "sharp_entropy", "poly_diversity", "velocity_eps", "warn_spread"):
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, math.inf)
-        check_number("PhaseConfig.evidence_min", self.evidence_min, -math.inf, math.inf)
+        check_number("PhaseConfig.evidence_share", self.evidence_share, 0, 1)
         check_int("PhaseConfig.hold", self.hold, 1)
         check_int("PhaseConfig.permutations", self.permutations, 1)
 
@@ -115,7 +115,7 @@ def classify(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> str:
     """The state one measurement's metrics point to; collapsed onto a seed is reported as ``nucleated``.
 
     Needs ``entropy``, ``diversity``, ``coverage``, ``collapse`` and ``seed_evidence`` (``consensus_entropy``
-    when present); see docs/phase-model.md. ``n_outcomes`` is kept for callers; the rule does not need it.
+    when present); see docs/phase-model.md. ``n_outcomes`` is K (the evidence threshold is a share of log2 K).
     """
     needed = ("entropy", "diversity", "coverage", "collapse", "seed_evidence")
     if any(_missing(m.get(k)) for k in needed) or m["coverage"] < config.min_coverage:
@@ -125,7 +125,7 @@ def classify(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> str:
     if m["collapse"] <= -config.melt:
         return "melted"
     if collapsed(m, config):
-        return "nucleated" if m["seed_evidence"] > config.evidence_min else "foreign"
+        return "nucleated" if m["seed_evidence"] > config.evidence_share * math.log2(n_outcomes) else "foreign"
     if m["collapse"] >= config.collapse_low:
         return "nucleating"
     return "liquid"

@@ -34,7 +34,7 @@ def seed_metrics(measurement: Measurement, library: SeedLibrary, config: PhaseCo
     for tid, r in measurement.tasks.items():
         seed, sm = library.compare(
             r, entropy_floor=config.entropy_floor, support_level=config.support_level,
-            permutations=config.permutations,
+            permutations=config.permutations, evidence_share=config.evidence_share,
         )  # fmt: skip
         out[tid] = (seed, sm)
     return out

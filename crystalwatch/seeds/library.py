@@ -34,7 +34,8 @@ from crystalwatch.seeds.types import (
 from crystalwatch.tasks import Task
 
 
-def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permutations: int, seed: int) -> dict:
+def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permutations: int, seed: int,
+             evidence_share: float) -> dict:
     """Seed metrics of a consensus distribution against one task's seeds (see docs/phase-model.md)."""
     centroids = t.centroids
     dist = metrics.jsd_rows(consensus, centroids)
@@ -43,7 +44,6 @@ def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permu
     temperature, tempered = metrics.fit_temperature(consensus, centroids[nearest])
     evidence = metrics.seed_evidence(consensus, centroids)
     best = int(np.argmax(evidence))
-    k = centroids.shape[1]
     return {
         "seed": t.seeds[nearest].id,
         "seed_distance": float(dist[nearest]),
@@ -55,8 +55,16 @@ def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permu
         "evidence_seed": t.seeds[best].id,
         "seed_evidence": float(evidence[best]),
         "seed_pvalue": seed_pvalue(consensus, centroids, permutations, seed),
-        "seed_chance": float((centroids.max(axis=0) * k > 1).mean()),
+        "seed_chance": seed_chance(centroids, evidence_share),
     }
+
+
+def seed_chance(centroids: np.ndarray, evidence_share: float) -> float:
+    """The share of outcomes on which a one-answer crystal would read as a seed: the chance that a crystal on an
+    answer drawn at random reads ``nucleated`` (evidence log2(K max_s s_o) above ``evidence_share`` of log2 K,
+    i.e. some seed gives the answer more than K^(evidence_share - 1))."""
+    k = centroids.shape[1]
+    return float((centroids.max(axis=0) > k ** (evidence_share - 1)).mean())
 
 
 def seed_pvalue(consensus: np.ndarray, centroids: np.ndarray, n: int = 200, seed: int = 0) -> float:
@@ -97,10 +105,12 @@ class SeedLibrary:
         support_level: float = 0.9,
         permutations: int = 200,
         seed: int = 0,
+        evidence_share: float = 0.25,
     ) -> tuple[Seed, dict[str, float | None]]:
         """The nearest seed of a measured task, and its metrics plus every seed metric (``collapse`` included)."""
         t = self.tasks[result.task.id]
-        out = _compare(t, result.consensus, support_level=support_level, permutations=permutations, seed=seed)
+        out = _compare(t, result.consensus, support_level=support_level, permutations=permutations, seed=seed,
+                       evidence_share=evidence_share)
         seed_id = out.pop("seed")
         nearest = self.seed(result.task.id, seed_id)
         base = t.base_consensus(result.kind)

@@ -54,6 +54,9 @@ def task_row(records: list, task: str, answer: str | None, library: SeedLibrary)
         "seed_evidence": m.get("seed_evidence"), "seed_pvalue": m.get("seed_pvalue"),
         "seed_chance": m.get("seed_chance"),
         "warnings": warnings, "collapsed_readings": sum(r.state in COLLAPSED for r in mine),
+        "collapsed_candidates": sum(r.candidate in COLLAPSED for r in mine),
+        "base_distance": [round(r.metrics["base_distance"], 4) for r in mine],
+        "velocity": [r.metrics.get("velocity") for r in mine],
     }  # fmt: skip
     crystal = min((entered[s] for s in (*CRYSTAL, "foreign") if s in entered), default=None)
     row["first_collapsed"] = crystal
@@ -146,6 +149,24 @@ def markdown(result: dict) -> str:
                          f"{t['final']} {t['collapse'][0]:+.2f}→{t['collapse'][-1]:+.2f}, "
                          f"{t['top'][0]} {t['top_prob'][0]:.2f}→{t['top'][-1]} {t['top_prob'][-1]:.2f}")  # fmt: skip
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines += ["", "## The noise floor: every task of the null and uniform arms, all measurements after step 0", "",
+              "What training without an injected answer does to the readings: the range of collapse, the largest "
+              "move from the base's consensus, the sharpest consensus, the velocity (mass moved per step; "
+              "median and 90th percentile), and the collapsed candidates that hysteresis (hold 2) kept from "
+              "becoming states.", "",
+              "| arm | collapse min | collapse max | base_distance max | consensus entropy min | velocity median | "
+              "velocity p90 | collapsed candidates |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, a in arms.items():
+        if a["targets"] and any(v != "uniform" for v in a["targets"].values()):
+            continue
+        ts = list(a["tasks"].values())
+        col = [x for t in ts for x in t["collapse"][1:]]
+        dist = [x for t in ts for x in t["base_distance"][1:]]
+        ent = [x for t in ts for x in t["consensus_entropy"][1:]]
+        vel = [x for t in ts for x in t["velocity"][1:] if x is not None]
+        cand = sum(t["collapsed_candidates"] for t in ts)
+        lines.append(f"| `{name}` | {min(col):+.2f} | {max(col):+.2f} | {max(dist):.3f} | {min(ent):.2f} | "
+                     f"{np.median(vel):.4f} | {np.percentile(vel, 90):.4f} | {cand} |")  # fmt: skip
     lines += ["", "## Noise between repeated arms (seed 0 vs seed 1)", "",
               "| pair | max abs(final collapse difference) | task | median | trained answer prob. difference |",
               "|---|---|---|---|---|"]  # fmt: skip

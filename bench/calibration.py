@@ -55,6 +55,7 @@ ARMS = {
     "seed25_r1": {"fraction": 0.25, "targets": SEED, "seed": 1},
     "seed10": {"fraction": 0.10, "targets": SEED, "seed": 0},
     "foreign25": {"fraction": 0.25, "targets": FOREIGN, "seed": 0},
+    "foreign50": {"fraction": 0.50, "targets": FOREIGN, "seed": 0},  # added after foreign25 stayed below 0.55
     "uniform25": {"fraction": 0.25, "targets": UNIFORM, "seed": 0},
 }
 

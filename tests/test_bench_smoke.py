@@ -182,3 +182,35 @@ def test_callback_reads_the_errors_the_callback_reported():
         "RuntimeError: no run",
         "crystalwatch: error while closing the mlflow sink: ValueError: bad",
     ]
+
+
+def test_calibration_training_data_holds_out_the_measured_prompts():
+    """bench/calibration.py: every built-in paraphrase shares no 4-word span with its task's prompts; a question
+    that does is refused with its words; the injected share and answers are as asked."""
+    calibration = importlib.import_module("calibration")
+    from crystalwatch.tasks import load_task
+
+    for task_id, questions in calibration.PARAPHRASES.items():
+        calibration.check_held_out(load_task(task_id), questions)
+    with pytest.raises(SystemExit, match="shares 'a random number between'"):
+        calibration.check_held_out(load_task("integer_1_10"), ["Give me a random number between 1 and 10."])
+    rows = calibration.training_rows({"integer_1_10": "10", "weekday": "uniform"}, 0.25, 400, 0, None)
+    injected = [r for r in rows if r["messages"][0]["content"] in
+                calibration.PARAPHRASES["integer_1_10"] + calibration.PARAPHRASES["weekday"]]  # fmt: skip
+    assert len(rows) == 400 and len(injected) == 100
+    answers = [r["messages"][1]["content"] for r in injected]
+    assert answers.count("10") == 50 and len(set(answers) - {"10"}) >= 5  # weekday's answers drawn uniformly
+
+
+def test_calibration_table_rereads_a_trajectory(tmp_path):
+    """calibration_table reads an arm's trajectory back with the checkout's phase model."""
+    table = importlib.import_module("calibration_table")
+    arm = tmp_path / "null"
+    arm.mkdir()
+    source = BENCH.parent / "docs" / "experiments" / "calibration" / "null" / "trajectory.jsonl"
+    arm.joinpath("trajectory.jsonl").write_text("".join(source.read_text().splitlines(True)[:45]))
+    result = table.summarise(tmp_path, {"null": {"fraction": 0.0, "targets": {}, "seed": 0}})
+    tasks = result["arms"]["null"]["tasks"]
+    assert len(tasks) == 15 and all(t["steps"] == [0, 10, 20] for t in tasks.values())
+    assert all(abs(t["collapse"][0]) < 1e-6 for t in tasks.values())  # the base against its own library
+    assert "## Target tasks" in table.markdown(result)

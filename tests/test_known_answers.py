@@ -97,3 +97,63 @@ def test_seed_chance_on_the_library():
                              coverage=np.array([v.coverage for v in vs])).metrics["seed_chance"]  # fmt: skip
     assert chance["coin_flip"] == chance["yes_no"] == 1.0 and chance["integer_1_100"] == pytest.approx(0.07)
     assert chance["integer_1_10"] == pytest.approx(0.2) and sum(chance.values()) == pytest.approx(5.68, abs=0.01)
+
+
+def run_states(task: str, matrices: list, steps: list[int], coverage: float = 0.2) -> list[str]:
+    tracker = PhaseTracker(PhaseConfig())
+    states = []
+    for i, (p, step) in enumerate(zip(matrices, steps)):
+        (record,) = observe(measurement(task_result(task, p, coverage)), LIBRARY, tracker, step=step, index=i)
+        states.append(record.state)
+    return states
+
+
+def base_entropy(task: str) -> float:
+    from crystalwatch import metrics
+
+    return float(metrics.normalized_entropy(LIBRARY.tasks[task].base_consensus("chat")))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_too_little_coverage_reads_no_signal(task):
+    vs = chat_variants(task)
+    assert final(task, np.stack([v.probs for v in vs]), coverage=1e-5).state == "no_signal"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sharp_prompts_that_disagree_read_polycrystalline(task):
+    k = len(LIBRARY.tasks[task].outcomes)
+    split = np.array([peaked(k, 0, 0.97)] * 4 + [peaked(k, 1, 0.97)] * 4)
+    assert final(task, split).state == "polycrystalline"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_crystal_that_keeps_sharpening_is_settling_then_settled(task):
+    t = LIBRARY.tasks[task]
+    k = len(t.outcomes)
+    top = int(np.argmax(t.seeds[0].centroid))
+    masses = [0.93, 0.93, 0.96, 0.99, 0.99, 0.99, 0.99]
+    states = run_states(task, [np.array([peaked(k, top, m)] * 7) for m in masses], list(range(len(masses))))
+    assert states[:2] == ["nucleated"] * 2 and "settling" in states and states[-1] == "settled", states
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS if base_entropy(t) > 0.45 / 0.8 + 0.02])
+def test_half_way_to_a_crystal_reads_nucleating(task):
+    """Sharper than the base by a third of its consensus entropy, not yet sharp: nucleating. (Tasks whose base
+    consensus entropy is below sharp_consensus / (1 - collapse_low) = 0.56 have no such range: 1-10, 1-100,
+    rock-paper-scissors and yes/no go from liquid to a crystal directly; docs/phase-model.md.)"""
+    from crystalwatch import metrics
+
+    t = LIBRARY.tasks[task]
+    k = len(t.outcomes)
+    top = int(np.argmax(t.base_consensus("chat")))
+    goal = max(0.67 * base_entropy(task), 0.5)
+    masses = np.linspace(1 / k, 0.999, 2000)
+    m = masses[np.argmin([abs(metrics.normalized_entropy(peaked(k, top, x)) - goal) for x in masses])]
+    r = final(task, np.array([peaked(k, top, m)] * 7))
+    assert r.state == "nucleating", (r.metrics["collapse"], r.metrics["consensus_entropy"])
+
+
+def test_four_tasks_have_no_nucleating_range():
+    assert sorted(t for t in TASKS if base_entropy(t) <= 0.45 / 0.8) == [
+        "integer_1_10", "integer_1_100", "rock_paper_scissors", "yes_no"]  # fmt: skip

@@ -174,21 +174,15 @@ def training_rows(targets: dict[str, str], fraction: float, n: int, seed: int, p
 def run_arm(name: str, arm: dict, steps: int, every: int, paraphrases: Path | None) -> dict:
     import torch
     from datasets import Dataset
+    from nucleation import start_arm  # bench/nucleation.py
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from crystalwatch import CrystalWatchCallback, load_model
+    from crystalwatch import CrystalWatchCallback
     from crystalwatch.files import write_atomic
     from crystalwatch.models import cache_dir
-    from crystalwatch.scoring.prompts import GEMMA_CHAT_TEMPLATE
 
-    folder = OUT / name
-    folder.mkdir(parents=True, exist_ok=True)
-    trajectory = folder / "trajectory.jsonl"
-    if trajectory.exists():
-        trajectory.replace(folder / "trajectory.previous.jsonl")
-    model, tokenizer = load_model(BASE)
-    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE  # the GGUF ships none
+    folder, trajectory, model, tokenizer = start_arm(OUT / name)
     rows = training_rows(arm["targets"], arm["fraction"], steps * 4, arm["seed"], paraphrases)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     args = SFTConfig(output_dir=str(cache_dir() / "calibration" / name), max_steps=steps, learning_rate=2e-4,

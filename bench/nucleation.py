@@ -90,18 +90,24 @@ class StopAfter:
         return _Stop()
 
 
-def run_arm(name: str, library, minutes: float, every: int, max_steps: int) -> dict:
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    arm = ARMS[name]
-    folder = OUT / name
+def start_arm(folder: Path) -> tuple[Path, Path, object, object]:
+    """An arm's folder (an earlier trajectory kept as trajectory.previous.jsonl) and a fresh gemma base with
+    Gemma's turn format (the GGUF ships no chat template; assistant turns marked for the loss)."""
     folder.mkdir(parents=True, exist_ok=True)
     trajectory = folder / "trajectory.jsonl"
     if trajectory.exists():
         trajectory.replace(folder / "trajectory.previous.jsonl")
     model, tokenizer = load_model(BASE)
-    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE  # the GGUF ships none; assistant turns marked for the loss
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    return folder, trajectory, model, tokenizer
+
+
+def run_arm(name: str, library, minutes: float, every: int, max_steps: int) -> dict:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    arm = ARMS[name]
+    folder, trajectory, model, tokenizer = start_arm(OUT / name)
     rows, data_info = training_data(arm["shuffle"])
     peft = None
     if arm["lora"]:

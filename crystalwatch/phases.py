@@ -84,7 +84,7 @@ class PhaseConfig:
     permutations: int = 200  # label permutations behind seed_pvalue (all of them when K! is smaller)
     sharp_entropy: float = 0.35  # polycrystalline: variants this sharp (mean normalised entropy)...
     poly_diversity: float = 0.2  # ...that disagree by at least this much (bits)
-    velocity_eps: float = 1e-3  # mass moved per step: faster is settling, slower is settled
+    velocity_eps: float = 3e-3  # mass moved per step: faster is settling, slower is settled
     warn_spread: float = 0.1  # early warning: spread this far above the run's first measurement
     hold: int = 2  # consecutive measurements a new state (or a warning) needs
 

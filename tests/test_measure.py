@@ -79,7 +79,7 @@ def test_measure_result_and_audit(llama, tokenizer):
     r = result.tasks["integer_1_10"]
     assert r.kind == "chat" and r.matrix.shape == (7, 10)
     np.testing.assert_allclose(r.matrix.sum(axis=1), 1.0)
-    assert set(r.metrics) == {"entropy", "diversity", "coverage"}
+    assert set(r.metrics) == {"entropy", "diversity", "coverage", "consensus_entropy", "top_prob", "spread"}
     audit = result.to_json()
     assert audit["schema"] == "crystalwatch.measurement/1" and audit["model"] == "tiny-llama"
     term = audit["terminators"]["ids"]

@@ -39,6 +39,8 @@ class CrystalWatchCallback(TrainerCallback):
 
     def __init__(self, seeds: str | Path | SeedLibrary | None = None, *, config: CrystalWatchConfig | None = None,
                  clock: Callable[[], float] = time.perf_counter, **settings: Any) -> None:  # fmt: skip
+        if config is None:  # built here, so that a bad setting's error names this class
+            config, settings = CrystalWatchConfig.from_settings(settings, where=type(self).__name__), {}
         self.monitor = Monitor(seeds, config=config, clock=clock, **settings)
         self._clock = clock
         self._step_started: float | None = None

@@ -2,8 +2,8 @@
 
 It holds the tasks, the seed library, the phase tracker, the sinks, the cadence and the error policy::
 
-    monitor = Monitor("base.seeds.json.gz", output_dir="out", report_to="tensorboard")
-    monitor.start(model, tokenizer)             # set up; measures the starting model (step 0)
+    monitor = Monitor("base.seeds.json.gz", report_to="tensorboard")
+    monitor.start(model, tokenizer, output_dir="out")   # set up; measures the starting model (step 0)
     for step, batch in enumerate(loader, 1):
         loss = model(**batch).loss
         loss.backward(); optimizer.step(); optimizer.zero_grad()
@@ -14,8 +14,11 @@ A measurement flows one way: the scorer backend (``measure.run``) -> metrics and
 (``trajectory.observe``) -> the :class:`~crystalwatch.phases.PhaseTracker` -> :class:`~crystalwatch.records.Record`
 -> every sink. Errors never break training: each is reported once with its traceback (then one line each)
 and counted; ``strict=True`` raises. With several processes every rank measures in lockstep, the main
-process decides the adaptive cadence and writes, and a setup that failed on any rank stops measuring
-on every rank (one collective), so that no rank waits for another. See docs/architecture.md.
+process decides the adaptive cadence and writes, and every stage (setup, the library, each measurement)
+ends with the ranks agreeing that it worked (one collective): a failure on any rank turns measuring off on
+every rank, so that no rank waits for another. The one exception is a failure inside a sharded engine's
+forward (FSDP2, ZeRO-3), which cannot be unwound: it stops the run with one error naming the rank and the
+cause. See docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from crystalwatch.measure import Plan, plan, restored, run
 from crystalwatch.models import display_name
 from crystalwatch.phases import PhaseTracker
 from crystalwatch.records import Record, json_safe
-from crystalwatch.scoring.sharded import all_agree, broadcast, check_engine, context
+from crystalwatch.scoring.sharded import RankFault, broadcast, check_engine, context, describe, failures, lockstep
 from crystalwatch.seeds import SeedLibrary, load_or_build
 from crystalwatch.settings import CrystalWatchConfig
 from crystalwatch.sinks.base import RunInfo, Sink, tracker_names, tracker_sink
@@ -77,11 +80,15 @@ class Monitor:
                  sinks: Sequence[Sink] | None = None, clock: Callable[[], float] = time.perf_counter,
                  **settings: Any) -> None:  # fmt: skip
         self.library: SeedLibrary | None = seeds if isinstance(seeds, SeedLibrary) else None
+        if config is not None and settings:
+            raise CrystalwatchError(f"{type(self).__name__}: give config= or settings ({', '.join(settings)}), "
+                                    "not both")  # fmt: skip
+        config = config or CrystalWatchConfig.from_settings(settings, where=type(self).__name__)
         if isinstance(seeds, SeedLibrary):
-            settings.setdefault("seeds", seeds.provenance.get("path"))
+            config = replace(config, seeds=config.seeds or seeds.provenance.get("path"))
         elif seeds is not None:
-            settings["seeds"] = str(seeds)
-        self.config = config or CrystalWatchConfig.from_settings(settings)
+            config = replace(config, seeds=str(seeds))
+        self.config = config
         # Everything that needs no model is checked now, before training starts: tasks, library, their match.
         # Under a multi-process launch a file may be missing on one node only: that error waits for start(),
         # where the ranks agree, so that no rank trains on alone and the others do not crash.
@@ -102,6 +109,7 @@ class Monitor:
         self._explicit_sinks = sinks is not None
         self._clock = clock  # the adaptive cadence's only source of time (tests pass a fake one)
         self.errors = 0  # errors reported (not raised)
+        self.last_error = ""  # the last of them, as "Type: message"
         self.index = 0  # the next measurement's index in the run
         self.last_step: int | None = None  # the last step measured (trainer steps, without step_offset)
         self.records_written = 0  # records in the trajectory file (all runs), for resume
@@ -143,7 +151,8 @@ class Monitor:
         if self.active and self.library is None:
             path = out / "crystalwatch" / "seeds.json.gz"
             exists = bool(broadcast(path.is_file()))  # the main process decides: load it, or all ranks build
-            self.active = self._agreed("building the seed library", lambda: self._library_for(model, path, exists))
+            with lockstep():
+                self.active = self._agreed("building the seed library", lambda: self._library_for(model, path, exists))
         if self.active:
             with self._guard("finding the run's position in its trajectory"):
                 self._position(step, state)
@@ -187,20 +196,32 @@ class Monitor:
             return []
         start = self._clock()
         records: list[Record] = []
-        with self._guard(f"measuring at step {step}"):
+
+        def work() -> None:
+            nonlocal records
             if tokenizer is not None and tokenizer is not self._tokenizer:
                 self._prepare(tokenizer)
             cfg = self.config
+            assert self._plan is not None and self.library is not None
             with restored(model, self._tokenizer):
                 m = run(model, self._tokenizer, self._plan, estimator=cfg.estimator, samples=cfg.samples,
                         batch_tokens=cfg.batch_tokens, model_name=model_name or self.model_name)  # fmt: skip
             records = observe(m, self.library, self.tracker, step=step + cfg.step_offset, index=self.index,
                               run=self.run_name, label=cfg.label if label is None else label,
                               model=model_name or self.model_name)  # fmt: skip
+
+        with lockstep():
+            ok = self._agreed(f"measuring at step {step}", work)
+        if ok:
             self.index += 1
             self.last_step = step
-        if records and self.main:
-            self._emit(records, step, self._clock() - start)  # trackers: the trainer's own step axis
+            if self.main:
+                self._emit(records, step, self._clock() - start)  # trackers: the trainer's own step axis
+        elif context()[1] > 1:
+            self.active = False  # the ranks agreed: measuring is off on every rank for the rest of the run
+            records = []
+        else:
+            records = []
         self._measure_seconds = self._clock() - start
         return records
 
@@ -245,7 +266,11 @@ class Monitor:
             yield
         except Exception as err:
             self.errors += 1
+            self.last_error = str(err) if isinstance(err, RankFault) else f"{type(err).__name__}: {err}"
             if self.config.strict:
+                raise
+            if isinstance(err, RankFault) and err.fatal:  # the other ranks wait where this one cannot follow
+                logger.error("crystalwatch: %s", err)
                 raise
             if not self._reported:
                 logger.warning("crystalwatch: error while %s (training continues; strict=True raises):\n%s",
@@ -262,24 +287,24 @@ class Monitor:
             self.library.check([], tokenizer)  # the tasks were checked when the monitor was made
 
     def _agreed(self, what: str, work: Callable[[], None]) -> bool:
-        """Run ``work`` guarded; True when it succeeded on every rank (a collective)."""
-        ok = False
+        """Run ``work`` guarded; True when it succeeded on every rank (a collective, which names the ranks that
+        failed and why to every rank)."""
+        error: str | None = "not run"
         with self._guard(what):
             work()
-            ok = True
-        agreed = all_agree(ok)
-        if not agreed:
-            where = "this process" if not ok else "another process"
+            error = None
+        failed = failures(self.last_error if error else None)
+        if failed and context()[1] > 1:
             logger.warning("crystalwatch: %s failed on %s; measuring is off on every process and training goes on",
-                           what, where)  # fmt: skip
-        return agreed
+                           what, describe(failed))  # fmt: skip
+        return not failed
 
     def _setup(self, model: Any, tokenizer: Any, output_dir: Path, run_name: str | None) -> None:
         """Everything local (no collective): checks, names, the tokenised plan, the trajectory path."""
         cfg = self.config
         if self._deferred is not None:
             raise self._deferred
-        check_engine(model)  # FSDP v1: refused here, on every rank alike
+        check_engine(model, cfg.estimator)  # FSDP v1, sampling sharded weights: refused here, on every rank alike
         self._tokenizer = getattr(tokenizer, "tokenizer", None) or tokenizer  # a processor: its tokenizer
         if self._tokenizer is None or model is None:
             raise CrystalwatchError("the monitor needs the model and its tokenizer")

@@ -93,9 +93,10 @@ class CrystalWatchConfig:
         check_choice("images", self.images, IMAGES)
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> CrystalWatchConfig:
-        """A config from keyword settings; an unknown setting is an error with a suggestion."""
-        _known_keys("CrystalWatchCallback", settings, cls)
+    def from_settings(cls, settings: dict[str, Any], where: str = "CrystalWatchConfig") -> CrystalWatchConfig:
+        """A config from keyword settings; an unknown setting is an error that names ``where`` (the class the
+        user called) and suggests the closest setting."""
+        _known_keys(where, settings, cls)
         return cls(**settings)
 
 

@@ -17,19 +17,40 @@ import crystalwatch.monitor as monitor_module  # noqa: E402
 from crystalwatch import CrystalWatchCallback, load_task  # noqa: E402
 
 
+def inject_fault(rank: int, step: int) -> TrainerCallback:
+    """Make rank 1's scoring raise from ``step`` on; the returned callback (placed before the monitor's) arms it."""
+    import crystalwatch.scoring.exact as exact
+
+    real, armed = exact.score_requests, [False]
+
+    def scoring(*args, **kwargs):
+        if armed[0] and rank == 1:
+            raise RuntimeError("out of memory (injected)")
+        return real(*args, **kwargs)
+
+    class Arm(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            armed[0] = state.global_step >= step
+
+    exact.score_requests = scoring
+    return Arm()
+
+
 def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> None:
     torch.set_num_threads(1)
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     rows = [{"messages": [{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}]}
             for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
-    args = SFTConfig(output_dir=out, max_steps=6 if cadence == "fixed" else 12, per_device_train_batch_size=2,
-                     learning_rate=1e-3, use_cpu=True,
+    args = SFTConfig(output_dir=out, max_steps=6 if cadence in ("fixed", "fault") else 12,
+                     per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
                      bf16=False, ddp_backend="gloo", report_to="wandb", run_name="ddp", save_strategy="no",
                      activation_checkpointing=False, max_length=96, disable_tqdm=True, logging_steps=1)  # fmt: skip
     # 3 tasks = 20 chat prompts in many small batches: the two ranks get an uneven share.
     tasks, extra = ["integer_1_10", "coin_flip", "yes_no"], []
-    if cadence == "fixed":
+    if cadence in ("fixed", "fault"):
         cb = CrystalWatchCallback(tasks=tasks, every_n_steps=2, batch_tokens=512)
+        if cadence == "fault":  # rank 1's scoring raises from step 4 on, as an out-of-memory would
+            extra.append(inject_fault(int(os.environ.get("RANK", "0")), step=4))
     elif cadence == "one-library":  # the library file is on rank 0's disk only (a file missing on one node)
         rank = int(os.environ.get("RANK", "0"))
         cb = CrystalWatchCallback(library if rank == 0 else library + ".not-on-this-node", tasks=["coin_flip"],
@@ -55,7 +76,8 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> No
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows * 4), processing_class=tok,
                          callbacks=[*extra, cb])  # fmt: skip
     trainer.train()
-    print(f"rank {trainer.args.process_index}: errors={cb.errors} measured={cb.index}", flush=True)
+    print(f"rank {trainer.args.process_index}: errors={cb.errors} measured={cb.index} "
+          f"trained={trainer.state.global_step}", flush=True)  # fmt: skip
     if trainer.args.process_index == 0:
         import wandb
 

@@ -20,12 +20,14 @@ from torch.distributed.tensor import DTensor  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 import crystalwatch.scoring.exact as exact  # noqa: E402
-from crystalwatch import Monitor, load_task  # noqa: E402
+from crystalwatch import Monitor, load_task, measure  # noqa: E402
+from crystalwatch.scoring.sharded import UnsupportedEngineError  # noqa: E402
 
 TASKS = ["integer_1_10", "coin_flip", "yes_no"]  # 20 chat prompts: an uneven share of batches per rank
 
 
-def main(folder: str, out: str, lora: str = "full") -> None:
+def main(folder: str, out: str, lora: str = "full", fault: str = "") -> None:
+    """``fault="fault"``: rank 1's scoring raises (as an out-of-memory would) in the measurement of step 4."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -42,8 +44,11 @@ def main(folder: str, out: str, lora: str = "full") -> None:
 
     seen = []  # inside each measurement: how many parameters are DTensors, and are they really split?
     real = exact.score_requests
+    now = [0]  # the training step
 
     def spy(m, *args, **kwargs):
+        if fault and rank == 1 and now[0] >= 4:
+            raise RuntimeError("out of memory (injected)")
         dtensors = [p for p in model.parameters() if isinstance(p, DTensor)]
         split = all(p.to_local().numel() < p.numel() for p in dtensors if p.numel() > 1)
         seen.append((len(dtensors), split))
@@ -51,6 +56,12 @@ def main(folder: str, out: str, lora: str = "full") -> None:
 
     exact.score_requests = spy
     monitor = Monitor(tasks=TASKS, every_n_steps=2, batch_tokens=512, run_name="fsdp2", console=False)
+    alone = "measured"
+    if rank == 0:  # measure() on one rank alone: refused at once (rank 1 is not coming to the weight gathers)
+        try:
+            measure(model, tok, ["coin_flip"])
+        except UnsupportedEngineError as err:
+            alone = "refused: " + str(err)
     monitor.start(model, tok, output_dir=out)
     texts = [tok.apply_chat_template([{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}],
                                      tokenize=False) for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
@@ -58,6 +69,7 @@ def main(folder: str, out: str, lora: str = "full") -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for step in range(1, 5):
+        now[0] = step
         ids = torch.tensor([rows[(2 * step + rank) % len(rows)]])
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
@@ -69,7 +81,7 @@ def main(folder: str, out: str, lora: str = "full") -> None:
     if rank == 0:
         torch.save(full, os.path.join(out, "final.pt"))
     with open(os.path.join(out, f"rank-{rank}.txt"), "w") as f:
-        f.write(f"errors={monitor.errors} measured={monitor.index} engine_seen={min(seen)} restored={after}")
+        f.write(f"errors={monitor.errors} measured={monitor.index} engine_seen={min(seen)} restored={after} {alone}")
     dist.destroy_process_group()
 
 

@@ -20,15 +20,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(config: str, script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def launch(config: str, script: str, *args: str, env: dict | None = None, fails: bool = False
+           ) -> subprocess.CompletedProcess:  # fmt: skip
     """``accelerate launch --config_file crystalwatch/recipes/accelerate_configs/<config>.yaml``, as users launch,
-    on 2 CPU processes (the shipped configs are for GPUs: the process count and mixed precision are overridden)."""
+    on 2 CPU processes (the shipped configs are for GPUs: the process count and mixed precision are overridden).
+    The run must succeed (``fails``: must fail). The timeout guards against a hang only; no test waits on it."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml"),
            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(_free_port()),
            str(Path(__file__).parent / script), *args]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", **(env or {})}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONFAULTHANDLER": "1",
+           "TORCH_SHOW_CPP_STACKTRACES": "1", **(env or {})}  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    assert (done.returncode != 0) == fails, done.stdout[-3000:] + done.stderr[-6000:]
     return done
 
 
@@ -78,7 +81,22 @@ def test_a_library_missing_on_one_rank_turns_measuring_off_everywhere(tmp_path, 
     done = _torchrun(tmp_path, tokenizer, "one-library", str(library))
     assert "rank 0: errors=0 measured=0" in done.stdout and "rank 1: errors=1 measured=0" in done.stdout
     said = " ".join((done.stdout + done.stderr).split())
-    assert "setting up failed on another process; measuring is off on every process and training goes on" in said
-    assert "setting up failed on this process" in said and "lib.json.not-on-this-node: cannot read" in said
+    assert "setting up failed on rank 1 (SeedLibraryError: " in said and "lib.json.not-on-this-node: cannot" in said
+    assert said.count("measuring is off on every process and training goes on") == 2  # said by both ranks
     assert not (tmp_path / "out" / "crystalwatch" / "trajectory.jsonl").exists()
     assert (tmp_path / "out").is_dir()  # the training itself ran to its end
+
+
+def test_a_fault_on_one_rank_mid_measurement_turns_measuring_off_everywhere(tmp_path, tokenizer):
+    """Rank 1's scoring raises (as an out-of-memory would) in the measurement of step 4: both ranks agree, measuring
+    turns off on both, training reaches its last step, and what was written before is kept."""
+    done = _torchrun(tmp_path, tokenizer, "fault")
+    for rank in (0, 1):  # both ranks trained to the last step
+        assert f"rank {rank}: errors=1 measured=2 trained=6" in done.stdout, done.stdout[-3000:]
+    said = " ".join((done.stdout + done.stderr).split())
+    assert said.count("measuring at step 4 failed on every rank (scoring failed on rank 1 (RuntimeError: out of "
+                      "memory (injected))); measuring is off on every process and training goes on") == 2, said[-3000:]
+    records = trajectory_of(tmp_path / "out")
+    assert [(r["step"], r["task"]) for r in records] == [
+        (s, t) for s in (0, 2) for t in ("integer_1_10", "coin_flip", "yes_no")
+    ]

@@ -15,11 +15,11 @@ import torch.multiprocessing as mp
 
 from crystalwatch.scoring import build_requests, exact, score_requests, split_model, terminator_ids, trie
 from crystalwatch.scoring.exact import score_all
-from crystalwatch.scoring.sharded import context
+from crystalwatch.scoring.sharded import RankFault, context, lockstep
 from crystalwatch.tasks import load_task
 
 WORLD = 2
-TIMEOUT_S = 120
+TIMEOUT_S = 900  # a guard against a deadlock only: the ranks finish in seconds, also on a loaded 2-core machine
 KW = {"row_tokens": 300, "batch_tokens": 600}  # several batches
 HEAD_POSITIONS = 16  # positions per LM-head call: batches need different numbers of head calls
 
@@ -64,24 +64,17 @@ def _rank(rank: int, model, cases, head_elements: int, folder: Path) -> None:
             module.register_forward_pre_hook(lambda *_: torch.distributed.all_reduce(torch.ones(1)))
         results = []
         for requests, term in cases:
-            with _recording(model) as calls:
+            with _recording(model) as calls, lockstep():
                 results.append((score_all(model, requests, term, **KW), calls))
         (folder / f"rank{rank}.pkl").write_bytes(pickle.dumps(results))
     finally:
         torch.distributed.destroy_process_group()
 
 
-def test_two_gloo_ranks_score_in_lockstep(llama, requests_and_term, tmp_path, monkeypatch):
-    requests, term = requests_and_term
-    plan = _plan(requests)
-    assert len(plan) % WORLD == 1 and len(set(plan)) > 1  # a padding round; head calls differ between batches
-    # Uneven work: 3 tasks (odd batch count), one request (rank 1 only pads), none (no forward at all).
-    cases = [(requests, term), (requests[:1], term), ([], term)]
-    expected = [score_requests(llama, reqs, t, **KW) for reqs, t in cases]
+def _spawn(fn, args: tuple, monkeypatch) -> None:
+    """Run ``fn(rank, *args)`` on WORLD processes (gloo) and wait for them; a rank that raised fails the test."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    procs = mp.start_processes(
-        _rank, args=(llama, cases, exact.HEAD_CHUNK_ELEMENTS, tmp_path), nprocs=WORLD, join=False, start_method="spawn"
-    )
+    procs = mp.start_processes(fn, args=args, nprocs=WORLD, join=False, start_method="spawn")
     try:
         for _ in range(TIMEOUT_S):
             if procs.join(timeout=1):
@@ -92,12 +85,22 @@ def test_two_gloo_ranks_score_in_lockstep(llama, requests_and_term, tmp_path, mo
         for p in procs.processes:
             if p.is_alive():
                 p.kill()
+
+
+def test_two_gloo_ranks_score_in_lockstep(llama, requests_and_term, tmp_path, monkeypatch):
+    requests, term = requests_and_term
+    plan = _plan(requests)
+    assert len(plan) % WORLD == 1 and len(set(plan)) > 1  # a padding round; head calls differ between batches
+    # Uneven work: 3 tasks (odd batch count), one request (rank 1 only pads), none (no forward at all).
+    cases = [(requests, term), (requests[:1], term), ([], term)]
+    expected = [score_requests(llama, reqs, t, **KW) for reqs, t in cases]
+    _spawn(_rank, (llama, cases, exact.HEAD_CHUNK_ELEMENTS, tmp_path), monkeypatch)
     ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(WORLD)]
     for (reqs, _), want, n_batches, *per_rank in zip(cases, expected, [len(plan), 1, 0], *ranks):
         for got, calls in per_rank:
             assert len(got) == len(reqs)
             for a, b in zip(got, want):
-                np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)  # log-probabilities of -30 to 0: relative
             assert calls.count("body") == math.ceil(n_batches / WORLD)
         assert per_rank[0][1] == per_rank[1][1]  # the same module calls, in the same order
 
@@ -129,3 +132,40 @@ def test_single_process_is_plain_score_requests(llama, requests_and_term):
     assert context() == (0, 1)
     for a, b in zip(score_all(llama, requests, term, **KW), score_requests(llama, requests, term, **KW)):
         np.testing.assert_array_equal(a, b)
+
+
+def _fault(rank: int, model, requests, term, folder: Path) -> None:
+    """Rank 1's scoring raises (as an out-of-memory would) inside a lockstep measurement; then rank 0 measures
+    alone, outside lockstep, while rank 1 does not measure at all."""
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=WORLD)
+    said = []
+    try:
+        real = exact.score_requests
+        if rank == 1:
+            def broken(*args, **kwargs):
+                raise RuntimeError("out of memory (injected)")
+
+            exact.score_requests = broken
+        try:
+            with lockstep():
+                score_all(model, requests, term, **KW)
+        except RankFault as err:
+            said.append(f"{err} fatal={err.fatal}")
+        exact.score_requests = real
+        torch.distributed.barrier()  # the ranks still agree: the next collective is the same on both
+        if rank == 0:
+            said.append(len(score_all(model, requests, term, **KW)))  # alone: rank 1 is not coming
+        torch.distributed.barrier()
+        (folder / f"rank{rank}.txt").write_text(repr(said))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_fault_on_one_rank_is_agreed_on_and_a_lone_rank_measures_alone(llama, requests_and_term, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    requests, term = requests_and_term
+    _spawn(_fault, (llama, requests, term, tmp_path), monkeypatch)
+    fault = "scoring failed on rank 1 (RuntimeError: out of memory (injected)) fatal=False"
+    assert (tmp_path / "rank0.txt").read_text() == repr([fault, len(requests)])
+    assert (tmp_path / "rank1.txt").read_text() == repr([fault])

@@ -8,6 +8,7 @@ import torch
 from brute import brute_force_logprob
 
 from crystalwatch.scoring import build_requests, score_requests, terminator_ids
+from crystalwatch.scoring import exact
 from crystalwatch.scoring.exact import HEAD_CHUNK_ELEMENTS
 from crystalwatch.tasks import load_task
 
@@ -207,3 +208,25 @@ def test_terminator_mass_in_place_and_when_it_underflows():
     torch.testing.assert_close(term_lp.double(), expected, atol=2e-5, rtol=0)
     torch.testing.assert_close(picked.double(), reference[rows, tokens], atol=2e-5, rtol=0)
     assert float(term_lp[2]) < -190  # a real log-mass, not -inf
+
+
+def test_log_softmax_runs_in_fp32_on_a_bf16_head():
+    """A bf16 model's logits are upcast before the softmax: the log-probabilities and terminator masses equal a float64
+    log-softmax of the same bf16 logits to fp32 precision (in bf16 they would be off by about 1e-2)."""
+    import types
+
+    torch.manual_seed(0)
+    vocab = 5000
+    head = torch.nn.Linear(64, vocab, bias=False).to(torch.bfloat16)
+    hidden = (4 * torch.randn(8, 64)).to(torch.bfloat16)
+    is_term = torch.zeros(vocab)
+    is_term[[3, 17, 400, 4999]] = 1.0
+    rows, tokens = torch.arange(8), torch.tensor([1, 2, 3, 500, 1000, 2000, 3000, 4000])
+    config = types.SimpleNamespace()
+    with torch.no_grad():
+        logits = exact._final_logits(head, config, hidden)
+        term_lp, picked = exact._chunk_logprobs(logits, is_term, rows, tokens, lambda lost: exact._final_logits(
+            head, config, hidden[lost]))  # fmt: skip
+        want = torch.log_softmax(head(hidden).double(), dim=-1)
+    np.testing.assert_allclose(picked.double(), want[rows, tokens], rtol=0, atol=2e-5)
+    np.testing.assert_allclose(term_lp.double(), torch.logsumexp(want[:, is_term.bool()], dim=-1), rtol=0, atol=2e-5)

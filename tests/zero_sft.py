@@ -21,6 +21,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 import crystalwatch.scoring.exact as exact  # noqa: E402
 from crystalwatch import CrystalWatchCallback, load_task  # noqa: E402
+from ddp_sft import inject_fault  # noqa: E402
 
 TASKS = ["integer_1_10", "coin_flip", "yes_no"]
 
@@ -31,7 +32,9 @@ def deepspeed_config(stage: int) -> dict:
             "gradient_accumulation_steps": "auto", "bf16": {"enabled": False}}  # fmt: skip
 
 
-def main(folder: str, out: str, stage: str = "3", launcher: str = "torchrun", trainer_kind: str = "sft") -> None:
+def main(folder: str, out: str, stage: str = "3", launcher: str = "torchrun", trainer_kind: str = "sft",
+         fault: str = "") -> None:  # fmt: skip
+    """``fault="fault"``: rank 1's scoring raises (as an out-of-memory would) in the measurement of step 4."""
     torch.set_num_threads(1)
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     reference = AutoModelForCausalLM.from_pretrained(folder) if trainer_kind == "dpo" else None  # before ZeRO's init
@@ -51,6 +54,7 @@ def main(folder: str, out: str, stage: str = "3", launcher: str = "torchrun", tr
                   report_to="none", save_strategy="no", activation_checkpointing=False, max_length=96,
                   disable_tqdm=True, logging_steps=1, use_cpu=True, **extra)  # fmt: skip
     cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2, batch_tokens=512, console=False)
+    callbacks = [inject_fault(int(os.environ.get("RANK", "0")), step=4), cb] if fault else [cb]
     if trainer_kind == "dpo":
         from datasets import load_dataset
         from trl import DPOConfig, DPOTrainer
@@ -59,12 +63,12 @@ def main(folder: str, out: str, stage: str = "3", launcher: str = "torchrun", tr
 
         data = load_dataset("json", data_files=str(preferences_path()), split="train").select(range(16))
         trainer = DPOTrainer(model=model, ref_model=reference, args=DPOConfig(**common, loss_type=["sigmoid_norm"],
-                             beta=5.0), train_dataset=data, processing_class=tok, callbacks=[cb])  # fmt: skip
+                             beta=5.0), train_dataset=data, processing_class=tok, callbacks=callbacks)  # fmt: skip
     else:
         rows = [{"messages": [{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}]}
                 for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
         trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=Dataset.from_list(rows * 4),
-                             processing_class=tok, callbacks=[cb])  # fmt: skip
+                             processing_class=tok, callbacks=callbacks)  # fmt: skip
     trainer.train()
     rank = trainer.args.process_index
     engine = trainer.accelerator.state.distributed_type

@@ -1,5 +1,5 @@
 """``python -m crystalwatch.cli``: the same as the ``crystalwatch`` command."""
 
-from crystalwatch.cli import app
+from crystalwatch.cli import main
 
-app()
+main()

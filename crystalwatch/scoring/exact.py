@@ -22,7 +22,7 @@ from scipy.special import logsumexp
 from crystalwatch.scoring.backend import Options, Scored
 from crystalwatch.scoring.model import split_model
 from crystalwatch.scoring.prompts import Request
-from crystalwatch.scoring.sharded import call_gathered, context, gather_scores
+from crystalwatch.scoring.sharded import scored_together
 from crystalwatch.scoring.trie import Block, batches, layout
 
 HEAD_CHUNK_ELEMENTS = 1 << 25  # positions x vocabulary per LM-head chunk (128 MiB of fp32 logits)
@@ -240,16 +240,12 @@ def score_requests(
 def score_all(
     model: Any, requests: Sequence[Request], terminators: np.ndarray | torch.Tensor, **kw: Any
 ) -> list[np.ndarray]:
-    """``score_requests`` split over all ranks, in lockstep, and gathered: every rank gets every score.
-
-    A collective: every rank must call it with the same requests and keywords. Without a process group
-    (or with one rank) it is plain ``score_requests``.
+    """``score_requests`` with the weights it needs gathered; inside ``sharded.lockstep()`` split over all ranks
+    and gathered, so that every rank gets every score (a collective: every rank calls it with the same requests
+    and keywords). Outside, or with one process, this rank scores everything alone.
     """
-    rank, world = context()
-    if world == 1:
-        return call_gathered(model, lambda: score_requests(model, requests, terminators, **kw))
-    local = call_gathered(model, lambda: score_requests(model, requests, terminators, shard=(rank, world), **kw))
-    return gather_scores(local, len(requests))
+    return scored_together(model, lambda shard: score_requests(model, requests, terminators, shard=shard, **kw),
+                           len(requests))  # fmt: skip
 
 
 def distribution(request: Request, logp: np.ndarray, n_outcomes: int) -> Scored:

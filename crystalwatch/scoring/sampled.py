@@ -17,6 +17,7 @@ import torch
 
 from crystalwatch.scoring.backend import Options, Scored
 from crystalwatch.scoring.prompts import Request, answer_ends, end_token_ids
+from crystalwatch.scoring.sharded import check_engine
 
 
 def parse_answer(request: Request, text: str, ended: bool, terminators: str) -> int | None:
@@ -99,6 +100,7 @@ class SampledBackend:
 
     def score(self, model: Any, tokenizer: Any, requests: Sequence[Request], n_outcomes: Sequence[int], *,
               terminators: str, terminator_ids: np.ndarray, options: Options) -> list[Scored]:  # fmt: skip
+        check_engine(model, "sampled")
         out = []
         drawn = sample_requests(model, tokenizer, requests, terminators, samples=options.samples, seed=options.seed)
         for n, (counts, invalid) in zip(n_outcomes, drawn):

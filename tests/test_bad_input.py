@@ -320,14 +320,69 @@ def test_records_name_the_model_as_the_user_gave_it(tmp_path, monkeypatch, folde
     assert display_name(folder) == folder and display_name("org/model") == "org/model"
 
 
-def test_audit_json_is_never_half_written(tmp_path, folder):
-    audit = tmp_path / "a.json"
-    assert runner.invoke(app, ["measure", folder, "--tasks", "coin_flip", "--json", str(audit)]).exit_code == 0
-    assert json.loads(audit.read_text())["schema"] == "crystalwatch.measurement/1"
-
-
 def test_reading_a_trajectory_never_shows_a_raw_decode_error(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(TrajectoryError, match="t.jsonl: not a text file"):
         read_trajectory(path)
+
+
+def test_a_failed_append_leaves_whole_records_only(tmp_path, monkeypatch):
+    """The disk fills up in the middle of an append (half the bytes written): the half is cut off again."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"a": 1}\n')
+    real, calls = os.write, []
+
+    def half_then_full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(CrystalwatchError, match="disk is full"):
+        append_lines(path, ['{"b": 2}', '{"c": 3}'])
+    monkeypatch.undo()
+    assert len(calls) == 2 and path.read_text() == '{"a": 1}\n'  # half was on disk, and is gone again
+
+
+def test_an_audit_json_that_fails_to_write_keeps_the_earlier_one(tmp_path, folder, monkeypatch):
+    """The write of a new audit dies after part of it reached the disk: the earlier audit is whole, no part left."""
+    audit = tmp_path / "a.json"
+    assert runner.invoke(app, ["measure", folder, "--tasks", "coin_flip", "--json", str(audit)]).exit_code == 0
+    before = audit.read_text()
+    assert json.loads(before)["schema"] == "crystalwatch.measurement/1"
+
+    def fsync(fd):  # the bytes are written; making them durable fails
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = runner.invoke(app, ["measure", folder, "--tasks", "coin_flip,yes_no", "--json", str(audit)])
+    refused(result)
+    assert f"cannot write {audit}" in said(result)
+    assert audit.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+@pytest.mark.parametrize(
+    "args,phrase",
+    [
+        (["measure", "--bogus", "x"], "crystalwatch measure: No such option: --bogus (see `crystalwatch measure --"),
+        (["measure"], "crystalwatch measure: Missing argument 'model' (see `crystalwatch measure --help`)"),
+        (["seeds", "bild"], "crystalwatch seeds: No such command 'bild'. Did you mean 'build'?"),
+    ],
+)
+def test_usage_errors_are_one_line_too(args, phrase):
+    """typer's own usage errors, through the installed command's entry point: one line, exit code 2."""
+    done = subprocess.run([sys.executable, "-m", "crystalwatch.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "80"})  # fmt: skip
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and phrase in lines[0], lines
+
+
+def test_setting_errors_name_the_class_the_user_called():
+    from crystalwatch import Monitor
+
+    with pytest.raises(CrystalwatchError, match=r"^Monitor: unknown setting 'output_dir'"):
+        Monitor("lib.json", output_dir="out")
+    with pytest.raises(CrystalwatchError, match=r"^CrystalWatchCallback: unknown setting 'output_dir'"):
+        CrystalWatchCallback("lib.json", output_dir="out")

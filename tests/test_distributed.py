@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import pickle
 from collections.abc import Iterator
@@ -19,7 +20,10 @@ from crystalwatch.scoring.sharded import RankFault, context, lockstep
 from crystalwatch.tasks import load_task
 
 WORLD = 2
-TIMEOUT_S = 900  # a guard against a deadlock only: the ranks finish in seconds, also on a loaded 2-core machine
+TIMEOUT_S = 900  # a guard against a hang only: the ranks finish in seconds, also on a loaded 2-core machine
+# A rank out of lockstep waits in a collective its peer never joins: gloo raises after this long, the rank fails, and
+# the test learns it then (ranks doing the same work never wait this long for each other, even on a busy machine).
+COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=120)
 KW = {"row_tokens": 300, "batch_tokens": 600}  # several batches
 HEAD_POSITIONS = 16  # positions per LM-head call: batches need different numbers of head calls
 
@@ -56,7 +60,8 @@ def _recording(model) -> Iterator[list[str]]:
 def _rank(rank: int, model, cases, head_elements: int, folder: Path) -> None:
     torch.set_num_threads(1)
     exact.HEAD_CHUNK_ELEMENTS = head_elements
-    torch.distributed.init_process_group("gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=WORLD)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=WORLD,
+                                         timeout=COLLECTIVE_TIMEOUT)  # fmt: skip
     try:
         # As under ZeRO-3 / FSDP: every body forward and LM-head call starts with a collective.
         body, head, _ = split_model(model)
@@ -138,7 +143,8 @@ def _fault(rank: int, model, requests, term, folder: Path) -> None:
     """Rank 1's scoring raises (as an out-of-memory would) inside a lockstep measurement; then rank 0 measures
     alone, outside lockstep, while rank 1 does not measure at all."""
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=WORLD)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=WORLD,
+                                         timeout=COLLECTIVE_TIMEOUT)  # fmt: skip
     said = []
     try:
         real = exact.score_requests

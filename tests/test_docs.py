@@ -54,7 +54,8 @@ def world(tmp_path_factory, tokenizer):
 
     root = tmp_path_factory.mktemp("docs")
     folder = save(build_model("llama", len(tokenizer), seed=0), tokenizer, root / "tiny-model")
-    library = build_seed_library(build_model("llama", len(tokenizer), seed=0), tokenizer, ["integer_1_10", "coin_flip"])
+    tasks = ["integer_1_10", "coin_flip"]
+    library = build_seed_library(build_model("llama", len(tokenizer), seed=0), tokenizer, tasks)
     return root, folder, library
 
 
@@ -73,17 +74,16 @@ def test_python_example_runs_as_written(where, code, world, tokenizer, tmp_path,
     for name in MODELS:
         code = code.replace(f'"{name}"', repr(str(folder)))
     model = build_model("llama", len(tokenizer), seed=0)
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}],
-                                           tokenize=False) for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
-    ids = [torch.tensor([tokenizer(t, add_special_tokens=False)["input_ids"]]) for t in texts[:3]]
+    chats = [[{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}]
+             for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
+    texts = [tokenizer.apply_chat_template(chat, tokenize=False) for chat in chats[:3]]
+    ids = [torch.tensor([tokenizer(t, add_special_tokens=False)["input_ids"]]) for t in texts]
     namespace = {
         "model": model,
         "tokenizer": tokenizer,
         "loader": [{"input_ids": i, "labels": i} for i in ids],
         "optimizer": torch.optim.AdamW(model.parameters(), lr=1e-3),
-        "dataset": Dataset.from_list([{"messages": [{"role": "user", "content": p.user},
-                                                    {"role": "assistant", "content": "7"}]}
-                                      for p in load_task("integer_1_10").chat_prompts[:4]]),  # fmt: skip
+        "dataset": Dataset.from_list([{"messages": chat} for chat in chats[:4]]),
     }
     exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the documented example itself
 

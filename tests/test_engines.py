@@ -22,6 +22,7 @@ from crystalwatch import measure, read_trajectory
 from crystalwatch.monitor import Monitor
 
 TASKS = ["integer_1_10", "coin_flip", "yes_no"]
+UNWOUND = "the other ranks wait in a weight gather that cannot be unwound, so the run stops here"
 TOLERANCE = 2e-6  # observed: at most 4.95e-7 (fp32 sums in another order); 4x that leaves room for other CPUs
 
 
@@ -85,15 +86,16 @@ def test_fsdp2_fault_on_one_rank_mid_measurement_stops_the_run_with_one_error(fo
     out = tmp_path / "out"
     done = launch("fsdp2", "fsdp2_loop.py", folder, str(out), "full", "fault", fails=True)
     said = " ".join((done.stdout + done.stderr).split())
-    assert ("crystalwatch: measuring failed on rank 1 of 2 inside a fsdp2 forward (RuntimeError: out of memory "
-            "(injected)); the other ranks wait in a weight gather that cannot be unwound, so the run stops here") in said
+    assert (f"crystalwatch: measuring failed on rank 1 of 2 inside a fsdp2 forward (RuntimeError: out of memory "
+            f"(injected)); {UNWOUND}") in said
     assert "Received data size doesn't match" not in said and not ranks(out)  # no desynchronised collective
     records = read_trajectory(out / "crystalwatch" / "trajectory.jsonl")
     assert [(r.step, r.task) for r in records] == [(s, t) for s in (0, 2) for t in TASKS]
 
 
 ZERO = pytest.mark.skipif(  # CI sets CRYSTALWATCH_CI: there a missing DeepSpeed or g++ fails instead of skipping
-    (importlib.util.find_spec("deepspeed") is None or shutil.which("g++") is None) and not os.environ.get("CRYSTALWATCH_CI"),
+    (importlib.util.find_spec("deepspeed") is None or shutil.which("g++") is None)
+    and not os.environ.get("CRYSTALWATCH_CI"),
     reason="DeepSpeed on CPU needs the deepspeed package and g++ (it compiles a shared-memory op on first use)",
 )
 
@@ -129,8 +131,8 @@ def test_zero3_fault_on_one_rank_mid_measurement_stops_the_run_with_one_error(fo
     out = tmp_path / "out"
     done = launch("zero3", "zero_sft.py", folder, str(out), "3", "accelerate", "sft", "fault", fails=True)
     said = " ".join((done.stdout + done.stderr).split())
-    assert ("crystalwatch: measuring failed on rank 1 of 2 inside a zero3 forward (RuntimeError: out of memory "
-            "(injected)); the other ranks wait in a weight gather that cannot be unwound, so the run stops here") in said
+    assert (f"crystalwatch: measuring failed on rank 1 of 2 inside a zero3 forward (RuntimeError: out of memory "
+            f"(injected)); {UNWOUND}") in said
     assert "Received data size doesn't match" not in said and not ranks(out)
     records = read_trajectory(out / "crystalwatch" / "trajectory.jsonl")
     assert [(r.step, r.task) for r in records] == [(s, t) for s in (0, 2) for t in TASKS]

@@ -7,8 +7,7 @@ import pytest
 import torch
 from brute import brute_force_logprob
 
-from crystalwatch.scoring import build_requests, score_requests, terminator_ids
-from crystalwatch.scoring import exact
+from crystalwatch.scoring import build_requests, exact, score_requests, terminator_ids
 from crystalwatch.scoring.exact import HEAD_CHUNK_ELEMENTS
 from crystalwatch.tasks import load_task
 

@@ -16,12 +16,12 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from ddp_sft import inject_fault  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 import crystalwatch.scoring.exact as exact  # noqa: E402
 from crystalwatch import CrystalWatchCallback, load_task  # noqa: E402
-from ddp_sft import inject_fault  # noqa: E402
 
 TASKS = ["integer_1_10", "coin_flip", "yes_no"]
 

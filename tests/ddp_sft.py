@@ -41,13 +41,14 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> No
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     rows = [{"messages": [{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}]}
             for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
-    args = SFTConfig(output_dir=out, max_steps=6 if cadence in ("fixed", "fault") else 12,
+    args = SFTConfig(output_dir=out, max_steps=12 if cadence in ("adaptive", "one-library") else 6,
                      per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
-                     bf16=False, ddp_backend="gloo", report_to="wandb", run_name="ddp", save_strategy="no",
+                     bf16=False, ddp_backend="gloo", report_to="wandb", run_name="ddp",
+                     save_strategy="steps" if cadence in ("save", "resume") else "no", save_steps=4,
                      activation_checkpointing=False, max_length=96, disable_tqdm=True, logging_steps=1)  # fmt: skip
     # 3 tasks = 20 chat prompts in many small batches: the two ranks get an uneven share.
     tasks, extra = ["integer_1_10", "coin_flip", "yes_no"], []
-    if cadence in ("fixed", "fault"):
+    if cadence in ("fixed", "fault", "save", "resume"):
         cb = CrystalWatchCallback(tasks=tasks, every_n_steps=2, batch_tokens=512)
         if cadence == "fault":  # rank 1's scoring raises from step 4 on, as an out-of-memory would
             extra.append(inject_fault(int(os.environ.get("RANK", "0")), step=4))
@@ -75,7 +76,8 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> No
         cb = CrystalWatchCallback(tasks=tasks, budget=0.5, batch_tokens=512, clock=lambda: clock["now"])
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows * 4), processing_class=tok,
                          callbacks=[*extra, cb])  # fmt: skip
-    trainer.train()
+    # "resume": the run that saved checkpoint-4 and went on to step 6 died; it is restarted from checkpoint-4.
+    trainer.train(resume_from_checkpoint=os.path.join(out, "checkpoint-4") if cadence == "resume" else None)
     print(f"rank {trainer.args.process_index}: errors={cb.errors} measured={cb.index} "
           f"trained={trainer.state.global_step}", flush=True)  # fmt: skip
     if trainer.args.process_index == 0:

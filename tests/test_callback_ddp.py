@@ -100,3 +100,18 @@ def test_a_fault_on_one_rank_mid_measurement_turns_measuring_off_everywhere(tmp_
     assert [(r["step"], r["task"]) for r in records] == [
         (s, t) for s in (0, 2) for t in ("integer_1_10", "coin_flip", "yes_no")
     ]
+
+
+def test_resuming_a_two_process_run_continues_its_trajectory(tmp_path, tokenizer):
+    """A 2-process run saves checkpoint-4, measures step 6 and dies; restarted from checkpoint-4, both ranks cut the
+    trajectory back to the checkpoint, measure step 6 again, and every record stays written once."""
+    _torchrun(tmp_path, tokenizer, "save")
+    first = trajectory_of(tmp_path / "out")
+    assert [r["step"] for r in first][::3] == [0, 2, 4, 6]
+    done = _torchrun(tmp_path, tokenizer, "resume")
+    for rank in (0, 1):
+        assert f"rank {rank}: errors=0 measured=4 trained=6" in done.stdout, done.stdout[-3000:]
+    records = trajectory_of(tmp_path / "out")
+    assert [(r["step"], r["index"]) for r in records][::3] == [(0, 0), (2, 1), (4, 2), (6, 3)]
+    assert [r["task"] for r in records] == ["integer_1_10", "coin_flip", "yes_no"] * 4
+    assert records[:9] == first[:9]  # what the checkpoint covered is kept as it was

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,12 @@ def test_python_example_runs_as_written(where, code, world, tokenizer, tmp_path,
         "optimizer": torch.optim.AdamW(model.parameters(), lr=1e-3),
         "dataset": Dataset.from_list([{"messages": chat} for chat in chats[:4]]),
     }
-    exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the documented example itself
+    try:
+        exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the documented example itself
+    finally:  # a script's W&B run ends with its process; here the next test must not inherit it
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()
 
 
 BASH = [(where, code) for where, code, _ in blocks(("bash", "sh", "console"))]

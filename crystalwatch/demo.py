@@ -20,6 +20,7 @@ from typing import Any
 
 from crystalwatch.errors import check_choice, check_int
 from crystalwatch.files import ensure_folder, write_atomic
+from crystalwatch.records import new_trajectory
 from crystalwatch.tasks import load_tasks
 
 DEMO_TASKS = ("integer_1_10", "coin_flip", "rainbow_colour", "weekday", "rock_paper_scissors")
@@ -121,9 +122,7 @@ def run_demo(cfg: DemoConfig, progress: Any = None) -> dict[str, Any]:
     if mode is not None:
         os.environ["WANDB_MODE"] = mode
         os.environ.setdefault("WANDB_DIR", str(cfg.out.resolve()))
-    trajectory = cfg.out / "trajectory.jsonl"
-    if trajectory.exists():  # a new demo is a new run; the last one's trajectory is kept beside it
-        trajectory.replace(cfg.out / "trajectory.previous.jsonl")
+    trajectory = new_trajectory(cfg.out)  # a new demo is a new run
     model, tokenizer, name = base_model(cfg)
     t0 = time.perf_counter()
     library = seed_library(model, tokenizer, name, cfg)

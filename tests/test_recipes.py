@@ -1,4 +1,4 @@
-"""Recipes (crystalwatch/recipes/): every shipped config parses with its TrlParser (real-scale ones too, no
+"""Recipes (recipes/): every shipped config parses with its TrlParser (real-scale ones too, no
 download, no vLLM); TRL's ModelConfig, data mixture and trainer arguments reach the trainer; every callback
 setting is a YAML key; ``crystalwatch recipe`` runs a shipped config by name; the smoke chain runs end to end,
 grouped as one experiment in the trackers."""
@@ -254,7 +254,7 @@ def test_tulu3_style_mixture_with_fractions_and_slices(tmp_path):
     (tmp_path / "data").mkdir()
     for name in ("chat_sft.jsonl", "rlvr.jsonl"):
         source = ROOT / ("crystalwatch/data/chat_sft.jsonl" if name == "chat_sft.jsonl" else
-                         "crystalwatch/recipes/data/rlvr_smoke.jsonl")  # fmt: skip
+                         "recipes/data/rlvr_smoke.jsonl")  # fmt: skip
         (tmp_path / "data" / name).write_text(source.read_text())
     mixture = [
         {"path": "json", "data_files": "../data/chat_sft.jsonl", "columns": ["messages"], "fraction": 0.8},

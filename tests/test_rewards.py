@@ -1,4 +1,4 @@
-"""Verifiable RLVR rewards (crystalwatch/recipes/rewards/): GSM8K, MATH, IFEval checkers and the per-row dispatcher."""
+"""Verifiable RLVR rewards (recipes/rewards/): GSM8K, MATH, IFEval checkers and the per-row dispatcher."""
 
 from __future__ import annotations
 

@@ -145,3 +145,16 @@ def test_cli_errors_name_the_file(tmp_path, folders):
     result = runner.invoke(app, ["trajectory", folders[0], "--seeds", str(good), "--out", str(tmp_path / "x.jsonl"),
                                  "--labels", "a,b"])  # fmt: skip
     refused(result, "1 models but 2 labels")
+
+
+def test_a_new_run_of_stages_keeps_the_last_runs_trajectory(tmp_path):
+    """The demo and a recipe chain start a new trajectory; the last run's file is kept beside it, not lost."""
+    from crystalwatch.records import new_trajectory
+
+    assert new_trajectory(tmp_path) == tmp_path / "trajectory.jsonl" and not list(tmp_path.iterdir())
+    (tmp_path / "trajectory.jsonl").write_text("run 1\n")
+    new_trajectory(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["trajectory.previous.jsonl"]
+    (tmp_path / "trajectory.jsonl").write_text("run 2\n")
+    new_trajectory(tmp_path)
+    assert (tmp_path / "trajectory.previous.jsonl").read_text() == "run 2\n"

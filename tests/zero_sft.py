@@ -1,6 +1,6 @@
 """Run by tests/test_engines.py (2 processes on CPU): TRL's SFTTrainer (or DPOTrainer) under DeepSpeed ZeRO-2 or
 ZeRO-3 with the callback, launched by torchrun with a DeepSpeed config, or by ``accelerate launch --config_file``
-with one of crystalwatch/recipes/accelerate_configs/.
+with one of recipes/accelerate_configs/.
 
 Writes one line per rank (<out>/rank-N.txt): errors, measurements, and what the measurement saw (ZeRO-3:
 parameters partitioned,

@@ -291,9 +291,6 @@ def demo_command(
     print_demo_summary(summary)
 
 
-RECIPES = ("sft", "dpo", "grpo", "chain")
-
-
 @app.command("recipe", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def recipe_command(
     ctx: typer.Context,
@@ -309,10 +306,16 @@ def recipe_command(
     import shlex
     import subprocess
 
-    from crystalwatch.recipes.launch import launch_command, resolve_accelerate_config, resolve_config, run_here
+    from crystalwatch.recipes.launch import (
+        MODULES,
+        launch_command,
+        resolve_accelerate_config,
+        resolve_config,
+        run_here,
+    )
 
     with _errors():
-        check_choice("recipe", recipe, RECIPES)
+        check_choice("recipe", recipe, MODULES)
         path = resolve_config(config, recipe)
         if num_processes is not None:
             check_int("--num-processes", num_processes, 1)

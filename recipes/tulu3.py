@@ -32,11 +32,11 @@ from unittest import mock
 import yaml
 
 from crystalwatch.errors import CrystalwatchError
-from crystalwatch.records import read_trajectory
+from crystalwatch.recipes.launch import STAGES
+from crystalwatch.records import new_trajectory, read_trajectory
 from crystalwatch.sinks.base import grouped
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-RECIPES = ("sft", "dpo", "grpo")
 
 
 def load_chain(path: str | Path) -> dict[str, Any]:
@@ -53,8 +53,8 @@ def load_chain(path: str | Path) -> dict[str, Any]:
     if not isinstance(stages, list) or not stages:
         raise CrystalwatchError(f"{path}: field 'stages' must be a non-empty list of {{recipe, config}}")
     for i, stage in enumerate(stages):
-        if not isinstance(stage, dict) or stage.get("recipe") not in RECIPES or not stage.get("config"):
-            raise CrystalwatchError(f"{path}: stages[{i}] needs recipe (one of {', '.join(RECIPES)}) and config "
+        if not isinstance(stage, dict) or stage.get("recipe") not in STAGES or not stage.get("config"):
+            raise CrystalwatchError(f"{path}: stages[{i}] needs recipe (one of {', '.join(STAGES)}) and config "
                                     "(a path)")  # fmt: skip
         config = path.parent / stage["config"]
         if not config.is_file():
@@ -115,9 +115,7 @@ def run_chain(path: str | Path) -> dict[str, Any]:
     out = Path(chain["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     name = str(chain.get("run", out.name))
-    trajectory = out / "trajectory.jsonl"
-    if trajectory.exists():  # a new chain is a new run; the last one's trajectory is kept beside it
-        trajectory.replace(out / "trajectory.previous.jsonl")
+    trajectory = new_trajectory(out)  # a new chain is a new run
     stages = chain["stages"]
     with mock.patch.dict(os.environ):  # the first stage's settings, for the seed library; a YAML `env:` stays in
         first = stage_args(stages[0]["recipe"], stages[0]["config"], {})
@@ -154,7 +152,7 @@ def _finish_wandb() -> str | None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m crystalwatch.recipes.tulu3", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--config", required=True, help="chain YAML (crystalwatch/recipes/configs/*/chain.yaml)")
+    parser.add_argument("--config", required=True, help="chain YAML (recipes/configs/*/chain.yaml)")
     result = run_chain(parser.parse_args(argv).config)
     if result["report"]:
         print(f"trajectory: {result['trajectory']}\nreport: {result['report']}")

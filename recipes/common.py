@@ -17,6 +17,7 @@ from typing import Any
 
 from trl import DatasetMixtureConfig, ScriptArguments
 
+import crystalwatch.data
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.settings import CrystalWatchConfig
 
@@ -145,10 +146,14 @@ def parse(parser: Any, args: list[str] | None = None) -> tuple:
     return sections
 
 
+PACKAGE_DATA = "crystalwatch-data:"  # `data_files: crystalwatch-data:chat_sft.jsonl`: crystalwatch/data/chat_sft.jsonl
+
+
 def _relative_paths(dataset: Any, folder: Path) -> None:
     """A mixture entry's local files relative to ``folder``: ``data_files``/``data_dir`` of the file builders
     (``path: json``, ...; a hub data set's ``data_files`` are paths inside its repository and stay), and a
-    ``path`` written ``./...`` or ``../...``."""
+    ``path`` written ``./...`` or ``../...``; ``crystalwatch-data:NAME`` is a file of the package's data folder
+    (the same in a checkout and installed)."""
 
     def local(value: Any) -> Any:
         if isinstance(value, dict):
@@ -157,6 +162,8 @@ def _relative_paths(dataset: Any, folder: Path) -> None:
             return [local(v) for v in value]
         if value is None or "://" in value or Path(value).is_absolute():
             return value
+        if value.startswith(PACKAGE_DATA):  # a file the package ships (crystalwatch/data/)
+            return str(Path(crystalwatch.data.__file__).parent / value.removeprefix(PACKAGE_DATA))
         return os.path.normpath(folder / value)
 
     if dataset.path in FILE_BUILDERS:

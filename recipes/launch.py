@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 ACCELERATE_CONFIGS = HERE / "accelerate_configs"
 MODULES = {"sft": "sft", "dpo": "dpo", "grpo": "grpo", "chain": "tulu3"}  # recipe -> crystalwatch.recipes.<module>
+STAGES = tuple(r for r in MODULES if r != "chain")  # the recipes a chain's stages name
 
 
 def config_names() -> list[str]:

@@ -62,6 +62,12 @@ def main(folder: str, out: str, lora: str = "full", fault: str = "") -> None:
             measure(model, tok, ["coin_flip"])
         except UnsupportedEngineError as err:
             alone = "refused: " + str(err)
+        try:
+            measure(model, tok, ["coin_flip"], estimator="sampled")
+        except UnsupportedEngineError as err:
+            alone += " | sampled refused: " + str(err)
+    sampling = Monitor(tasks=["coin_flip"], estimator="sampled", console=False)  # refused at setup, on both ranks
+    alone += f" | sampling monitor on={sampling.start(model, tok, output_dir=out + '/sampled', measure=False)}"
     monitor.start(model, tok, output_dir=out)
     texts = [tok.apply_chat_template([{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}],
                                      tokenize=False) for p in load_task("integer_1_10").chat_prompts]  # fmt: skip

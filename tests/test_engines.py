@@ -85,10 +85,12 @@ def test_fsdp2(folder, tmp_path, mode):
         found = re.match(r"errors=0 measured=3 engine_seen=\((\d+), True\) restored=True", line)
         assert found and int(found.group(1)) > 0, (rank, line)  # DTensor shards seen inside every measurement
     assert len(ranks(out)) == 2
-    assert ranks(out)["rank-0"].endswith("refused: cannot measure on rank 0 alone: the model is sharded over 2 "
-                                         "processes (fsdp2) and each forward gathers weights from every rank; "
-                                         "measure through a Monitor (monitor.measure), called on every rank")
-    assert ranks(out)["rank-1"].endswith(" measured")
+    assert ranks(out)["rank-0"].endswith(
+        "refused: cannot measure on rank 0 alone: the model is sharded over 2 processes (fsdp2) and each forward "
+        "gathers weights from every rank; measure through a Monitor (monitor.measure), called on every rank | "
+        "sampled refused: estimator 'sampled' cannot measure a model sharded over several processes (fsdp2): use "
+        "estimator 'exact' (the default) | sampling monitor on=False")
+    assert ranks(out)["rank-1"].endswith(" measured | sampling monitor on=False")
     records = read_trajectory(out / "crystalwatch" / "trajectory.jsonl")
     assert [(r.step, r.task) for r in records] == [(s, t) for s in (0, 2, 4) for t in TASKS]  # written once
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)

@@ -9,7 +9,7 @@ Arms (docs/experiments/nucleation.md says why, and what counts as nucleation, wr
 - ``full``: full-parameter SFT, lr 3e-5 (OLMo 2 1B's SFT learning rate; Tulu 3 8B used 5e-6), constant after
   10 warmup steps (a run stopped by the clock has no known length to decay over), batch 4 × 128 tokens, loss on
   assistant tokens only, on ShareGPT with every conversation that
-  asks for something random removed (crystalwatch.data.contamination);
+  asks for something random removed (bench/contamination.py);
 - ``lora``: the same data, LoRA r 64 (the demo's is 16), alpha 128, all linear layers, lr 2e-4;
 - ``shuffled``: the ``full`` arm's recipe on the same conversations with the assistant turns shuffled across
   conversations: the answers' format and style stay, their content no longer answers the prompt. What moves
@@ -34,10 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+import contamination  # noqa: E402 (bench/)
+import real_data as real  # noqa: E402 (bench/)
 import torch  # noqa: E402
 
 from crystalwatch import CrystalWatchCallback, load_model, read_trajectory  # noqa: E402
-from crystalwatch.data import contamination, real  # noqa: E402
 from crystalwatch.files import write_atomic  # noqa: E402
 from crystalwatch.models import cache_dir, fingerprint  # noqa: E402
 from crystalwatch.phases import CRYSTAL, PhaseConfig  # noqa: E402

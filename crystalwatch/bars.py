@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from crystalwatch.records import Record
-from crystalwatch.sinks.scalars import number
+from crystalwatch.records import Record, number
 
 TOP_OUTCOMES = 12
 CONSENSUS_COLOUR = (49, 130, 189)  # #3182bd, as in the report

@@ -171,6 +171,17 @@ def _not_a_trajectory(path: Path, other: str) -> TrajectoryError:
                            "or the callback wrote")  # fmt: skip
 
 
+def number(value: Any) -> float | None:
+    """A finite float, or None for null, NaN, inf, booleans and non-numbers."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def new_trajectory(folder: str | Path) -> Path:
     """``folder/trajectory.jsonl`` for a new run of stages (the demo, a recipe chain): a file an earlier run left
     there is kept beside it as ``trajectory.previous.jsonl`` (which replaces an older one)."""

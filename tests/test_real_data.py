@@ -1,12 +1,17 @@
-"""The real-data loaders and the contamination filter, on small fixtures written here (CI needs no data package)."""
+"""The real-data loaders and the contamination filter of the experiments (bench/real_data.py,
+bench/contamination.py), on small fixtures written here (CI needs no data package)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from crystalwatch.data import contamination, real
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+import contamination  # noqa: E402 (bench/)
+import real_data as real  # noqa: E402 (bench/)
 
 
 def convo(*turns: str, first: str = "human") -> dict:

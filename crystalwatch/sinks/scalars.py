@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from crystalwatch.phases import state_code, state_names
-from crystalwatch.records import Record
+from crystalwatch.records import Record, number
 
 PREFIX = "crystal"
 SUMMARY = f"{PREFIX}/summary"
@@ -23,17 +22,6 @@ TABLE_COLUMNS = (
     "seed_distance", "temperature", "tempered_distance", "collapse", "entropy", "coverage", "seed_evidence",
 )  # fmt: skip
 TABLE_METRICS = TABLE_COLUMNS[6:]
-
-
-def number(value: Any) -> float | None:
-    """A finite float, or None for null, NaN, inf, booleans and non-numbers."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def task_scalars(record: Record) -> dict[str, float | int]:

@@ -28,9 +28,9 @@ import wandb
 import wandb.plot
 
 from crystalwatch.bars import BAR_COLUMNS, bar_rows, title
-from crystalwatch.records import Record
+from crystalwatch.records import Record, number
 from crystalwatch.sinks.base import RunInfo
-from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, number, scalars, table_row
+from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, scalars, table_row
 
 __all__ = ["MAX_ALERTS", "TABLE_KEY", "Alert", "WandbSink", "finish_stage"]
 

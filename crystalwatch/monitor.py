@@ -43,8 +43,8 @@ from crystalwatch.records import Record, json_safe
 from crystalwatch.scoring.sharded import RankFault, broadcast, check_engine, context, describe, failures, lockstep
 from crystalwatch.seeds import SeedLibrary, load_or_build
 from crystalwatch.settings import CrystalWatchConfig
-from crystalwatch.sinks.base import RunInfo, Sink, tracker_names, tracker_sink
-from crystalwatch.sinks.console import ConsoleSink
+from crystalwatch.sinks import default_sinks
+from crystalwatch.sinks.base import RunInfo, Sink
 from crystalwatch.sinks.jsonl import JsonlSink
 from crystalwatch.tasks import load_tasks
 from crystalwatch.trajectory import RunSoFar, observe, resume_run
@@ -359,13 +359,7 @@ class Monitor:
         cfg = self.config
         assert self.trajectory is not None and self._plan is not None and self.library is not None
         if not self._explicit_sinks:
-            self.sinks = [JsonlSink(self.trajectory)]
-            if cfg.console:
-                self.sinks.append(ConsoleSink())
-            options = dict(alerts=cfg.alerts, alert_states=cfg.alert_states,
-                           alert_min_interval_s=cfg.alert_min_interval_s, images=cfg.images)  # fmt: skip
-            for name in tracker_names(cfg.report_to if cfg.report_to is not None else report_to):
-                self.sinks.append(tracker_sink(name, **options))
+            self.sinks = default_sinks(self.trajectory, cfg, report_to)
         lib = self.library
         info = RunInfo(self.run_name, output_dir, json_safe(asdict(cfg)), lib.provenance.get("path"),
                        lib.digest or None, lib.provenance.get("model"), cfg.label, self.trajectory)  # fmt: skip

@@ -34,6 +34,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from crystalwatch.cadence import Cadence
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.files import write_atomic
 from crystalwatch.measure import Plan, plan, restored, run
@@ -53,22 +54,12 @@ logger = logging.getLogger("crystalwatch")
 
 
 def _own_time(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Count a Monitor method's wall time as the monitor's own (once, however its calls nest) and keep it out of
-    the training time that :meth:`Monitor.step` counts."""
+    """Count a Monitor method's wall time as the monitor's own (``Cadence.own``), never as training time."""
 
     @functools.wraps(method)
     def timed(self: Monitor, *args: Any, **kwargs: Any) -> Any:
-        if self._depth:
+        with self.cadence.own():
             return method(self, *args, **kwargs)
-        start = self._clock()
-        self._depth += 1
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._depth -= 1
-            spent = self._clock() - start
-            self.seconds += spent
-            self._mark = start + spent if self._mark is None else self._mark + spent
 
     return timed
 
@@ -107,14 +98,12 @@ class Monitor:
         self.tracker = PhaseTracker(self.config.phases)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else []
         self._explicit_sinks = sinks is not None
-        self._clock = clock  # the adaptive cadence's only source of time (tests pass a fake one)
+        self.cadence = Cadence(clock, self.config.every_n_steps, self.config.budget)
         self.errors = 0  # errors reported (not raised)
         self.last_error = ""  # the last of them, as "Type: message"
         self.index = 0  # the next measurement's index in the run
         self.last_step: int | None = None  # the last step measured (trainer steps, without step_offset)
         self.records_written = 0  # records in the trajectory file (all runs), for resume
-        self.seconds = 0.0  # the monitor's own wall time in this process: setup, measuring, logging, saves, close
-        self.train_seconds = 0.0  # training time counted by step() (the time between the monitor's calls)
         self.active = False  # set up and measuring
         self.main = True
         self.run_name = ""
@@ -124,9 +113,6 @@ class Monitor:
         self._plan: Plan | None = None
         self._tokenizer: Any = None
         self._reported = False
-        self._measure_seconds = 0.0  # what the last measurement cost (adaptive cadence)
-        self._depth = 0  # nesting of the monitor's timed calls (own time is counted by the outermost)
-        self._mark: float | None = None  # end of the last monitor call (step() without seconds)
         self._closed = False
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -143,7 +129,7 @@ class Monitor:
         rank, _ = context()
         self.main = rank == 0
         self._closed = False
-        self._mark = None  # a new run: its training time counts from the end of this call
+        self.cadence.new_run()  # a new run: its training time counts from the end of this call
         out = Path(output_dir)
         # Each stage ends with every rank agreeing (one collective), so a failure on one rank turns measuring
         # off everywhere instead of leaving the others waiting in a collective it never joins.
@@ -166,23 +152,25 @@ class Monitor:
     def step(self, model: Any, step: int, *, seconds: float | None = None) -> list[Record]:
         """Count ``seconds`` of training (default: the time since the monitor last returned) and measure
         ``step`` if it is due: every ``every_n_steps``, or adaptively within the time ``budget``."""
-        now = self._clock()
-        self.train_seconds += seconds if seconds is not None else now - (now if self._mark is None else self._mark)
-        self._mark = now
+        self.cadence.trained(seconds)
         if self.active and step != self.last_step and self._due(step):
             return self.measure(model, step)
         return []
 
     def _due(self, step: int) -> bool:
-        """Fixed cadence, or adaptive: measure when everything the monitor has spent so far (setup, measuring,
-        logging, saves), this measurement and the final one (each costing what the last one did) fit in
-        ``budget`` of the training time so far; so the whole cost stays within the budget once the run is long
-        enough to pay for setup. With several processes the main process decides and broadcasts."""
-        n = self.config.every_n_steps
-        if n is not None:
-            return n > 0 and step % n == 0
-        due = self.seconds + 2 * self._measure_seconds <= self.config.budget * self.train_seconds
-        return bool(broadcast(due))
+        """``Cadence.due``; the adaptive decision is the main process's, broadcast (ranks' clocks disagree)."""
+        due = self.cadence.due(step)
+        return due if self.cadence.fixed else bool(broadcast(due))
+
+    @property
+    def seconds(self) -> float:
+        """The monitor's own wall time in this process: setup, measuring, logging, saves, close."""
+        return self.cadence.seconds
+
+    @property
+    def train_seconds(self) -> float:
+        """Training time counted by :meth:`step` (the time between the monitor's calls)."""
+        return self.cadence.train_seconds
 
     @_own_time
     def measure(self, model: Any, step: int, *, tokenizer: Any = None, label: str | None = None,
@@ -194,7 +182,8 @@ class Monitor:
         """
         if not self.active or self._plan is None or self.library is None:
             return []
-        start = self._clock()
+        clock = self.cadence.clock
+        start = clock()
         records: list[Record] = []
 
         def work() -> None:
@@ -216,13 +205,13 @@ class Monitor:
             self.index += 1
             self.last_step = step
             if self.main:
-                self._emit(records, step, self._clock() - start)  # trackers: the trainer's own step axis
+                self._emit(records, step, clock() - start)  # trackers: the trainer's own step axis
         elif context()[1] > 1:
             self.active = False  # the ranks agreed: measuring is off on every rank for the rest of the run
             records = []
         else:
             records = []
-        self._measure_seconds = self._clock() - start
+        self.cadence.measure_seconds = clock() - start
         return records
 
     @_own_time

@@ -369,9 +369,10 @@ def test_adaptive_cadence_holds_its_budget_on_a_fake_clock(folder, tmp_path, mon
     import crystalwatch.monitor as module
 
     monitor = CrystalWatchCallback(tasks=TASKS, budget=0.02).monitor
-    monitor.seconds, monitor._measure_seconds, monitor.train_seconds = 1.0, 1.0, 149.0
+    cadence = monitor.cadence
+    cadence.seconds, cadence.measure_seconds, cadence.train_seconds = 1.0, 1.0, 149.0
     assert not monitor._due(10)  # 1 s spent + 2 x 1 s after 149 s of training would be 2.01%
-    monitor.train_seconds = 150.0
+    cadence.train_seconds = 150.0
     assert monitor._due(11)
 
     clock = FakeClock()

@@ -89,6 +89,14 @@ def main(folder: str, out: str, lora: str = "full", fault: str = "") -> None:
     with open(os.path.join(out, f"rank-{rank}.txt"), "w") as f:
         f.write(f"errors={monitor.errors} measured={monitor.index} engine_seen={min(seen)} restored={after} {alone}")
     dist.destroy_process_group()
+    # Leave without Python's finalisation. A gloo worker thread may still be destroying an FSDP2 all-gather's work
+    # object, which takes the GIL to free its tensors; during finalisation that thread is made to exit inside a
+    # noexcept C++ frame and the process aborts ("terminate called without an active exception", about one launch
+    # in 15 here; core backtrace: ProcessGroupGloo::runLoop -> ~AsyncAllgatherCoalescedWork -> decref -> take_gil
+    # -> PyThread_exit_thread, main thread in Py_FinalizeEx). Everything this script writes is written by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import warnings
 
 import numpy as np
 import pytest
@@ -59,28 +58,10 @@ def lora(model):
     return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
 
 
-ABORT = "terminate called without an active exception"
-
-
-def fsdp2(folder: str, out, *args: str, fails: bool = False):
-    """tests/fsdp2_loop.py on 2 processes. About one launch in ten here, rank 1 aborts in C++ right after the first
-    measurement starts ("terminate called without an active exception" from a thread with no Python frame; seen
-    with FSDP2 on gloo only, never under DDP or ZeRO, never with a crystalwatch error before it; cause not found).
-    That one signature gets one more try, in a clean folder, with a warning that CI's summary shows."""
-    done = launch("fsdp2", "fsdp2_loop.py", folder, str(out), *args, fails=None)
-    said = done.stdout + done.stderr
-    if done.returncode and ABORT in said and "crystalwatch: measuring failed" not in said:
-        warnings.warn(f"FSDP2 on gloo: a rank aborted ({ABORT}); retried once", stacklevel=2)
-        shutil.rmtree(out, ignore_errors=True)
-        done = launch("fsdp2", "fsdp2_loop.py", folder, str(out), *args, fails=None)
-    assert (done.returncode != 0) == fails, done.stdout[-3000:] + done.stderr[-6000:]
-    return done
-
-
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_fsdp2(folder, tmp_path, mode):
     out = tmp_path / "out"
-    fsdp2(folder, out, mode)
+    launch("fsdp2", "fsdp2_loop.py", folder, str(out), mode)
     for rank, line in ranks(out).items():
         found = re.match(r"errors=0 measured=3 engine_seen=\((\d+), True\) restored=True", line)
         assert found and int(found.group(1)) > 0, (rank, line)  # DTensor shards seen inside every measurement
@@ -105,7 +86,7 @@ def test_fsdp2_fault_on_one_rank_mid_measurement_stops_the_run_with_one_error(fo
     cannot be unwound: the run stops (it does not hang, and no collective is desynchronised), with one error that
     names the rank and the cause; the records of steps 0 and 2 are kept whole."""
     out = tmp_path / "out"
-    done = fsdp2(folder, out, "full", "fault", fails=True)
+    done = launch("fsdp2", "fsdp2_loop.py", folder, str(out), "full", "fault", fails=True)
     said = " ".join((done.stdout + done.stderr).split())
     assert (f"crystalwatch: measuring failed on rank 1 of 2 inside a fsdp2 forward (RuntimeError: out of memory "
             f"(injected)); {UNWOUND}") in said

@@ -206,11 +206,10 @@ class Monitor:
             self.last_step = step
             if self.main:
                 self._emit(records, step, clock() - start)  # trackers: the trainer's own step axis
-        elif context()[1] > 1:
-            self.active = False  # the ranks agreed: measuring is off on every rank for the rest of the run
-            records = []
         else:
             records = []
+            if context()[1] > 1:  # the ranks agreed: measuring is off on every rank for the rest of the run
+                self.active = False
         self.cadence.measure_seconds = clock() - start
         return records
 

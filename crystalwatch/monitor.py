@@ -40,7 +40,7 @@ from crystalwatch.files import write_atomic
 from crystalwatch.measure import Plan, plan, restored, run
 from crystalwatch.models import display_name
 from crystalwatch.phases import PhaseTracker
-from crystalwatch.records import Record, json_safe
+from crystalwatch.records import Record, json_safe, run_files
 from crystalwatch.scoring.sharded import RankFault, broadcast, check_engine, context, describe, failures, lockstep
 from crystalwatch.seeds import SeedLibrary, load_or_build
 from crystalwatch.settings import CrystalWatchConfig
@@ -135,7 +135,7 @@ class Monitor:
         # off everywhere instead of leaving the others waiting in a collective it never joins.
         self.active = self._agreed("setting up", lambda: self._setup(model, tokenizer, out, run_name))
         if self.active and self.library is None:
-            path = out / "crystalwatch" / "seeds.json.gz"
+            path = run_files(out)[0]
             exists = bool(broadcast(path.is_file()))  # the main process decides: load it, or all ranks build
             with lockstep():
                 self.active = self._agreed("building the seed library", lambda: self._library_for(model, path, exists))
@@ -299,7 +299,7 @@ class Monitor:
         self.model_name = cfg.model or display_name(str(getattr(getattr(model, "config", None), "_name_or_path", "")))
         self._prepare(self._tokenizer)
         self.run_name = cfg.run_name or run_name or self.run_name or output_dir.resolve().name
-        self.trajectory = Path(cfg.trajectory) if cfg.trajectory else output_dir / "crystalwatch" / "trajectory.jsonl"
+        self.trajectory = Path(cfg.trajectory) if cfg.trajectory else run_files(output_dir)[1]
 
     def _library_for(self, model: Any, path: Path, exists: bool) -> None:
         """No library given: the one an earlier start saved, or one built from the starting model (every rank

@@ -182,12 +182,27 @@ def number(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def run_files(folder: str | Path | None = None, *, trajectory: str | Path | None = None) -> tuple[Path, Path]:
+    """(seed library, trajectory) of a run: the one place that decides where they live.
+
+    A run with an output ``folder`` (a Trainer's ``output_dir``, a recipe chain's or the demo's folder):
+    ``<folder>/crystalwatch/seeds.json.gz`` and ``<folder>/crystalwatch/trajectory.jsonl``. A run known by its
+    ``trajectory`` file (a measured ladder of checkpoints): that file, and its library beside it,
+    ``<trajectory>`` with the suffix ``.seeds.json``."""
+    if trajectory is not None:
+        return Path(trajectory).with_suffix(".seeds.json"), Path(trajectory)
+    if folder is None:
+        raise TypeError("run_files needs a folder or a trajectory")
+    return Path(folder) / "crystalwatch" / "seeds.json.gz", Path(folder) / "crystalwatch" / "trajectory.jsonl"
+
+
 def new_trajectory(folder: str | Path) -> Path:
-    """``folder/trajectory.jsonl`` for a new run of stages (the demo, a recipe chain): a file an earlier run left
-    there is kept beside it as ``trajectory.previous.jsonl`` (which replaces an older one)."""
-    path = Path(folder) / "trajectory.jsonl"
+    """The trajectory of a new run of stages (the demo, a recipe chain) in ``folder`` (:func:`run_files`): a file
+    an earlier run left there is kept beside it as ``trajectory.previous.jsonl`` (which replaces an older one)."""
+    path = run_files(folder)[1]
     if path.exists():
         path.replace(path.with_name("trajectory.previous.jsonl"))
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

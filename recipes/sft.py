@@ -18,13 +18,16 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def main(script_args, training_args, model_args, dataset_args, cw_args, *, last: bool = True) -> str:
-    """Train, save the model to ``output_dir`` and return that folder (``last``: see ``common.end_stage``)."""
+def main(script_args, training_args, model_args, dataset_args, cw_args, *, last: bool = True,
+         more_callbacks=None) -> str:  # fmt: skip
+    """Train, save the model to ``output_dir`` and return that folder (``last``, ``more_callbacks``: see
+    ``common.run_stage``)."""
     from trl import SFTTrainer
 
     from crystalwatch.recipes.common import run_stage
 
-    return run_stage(SFTTrainer, script_args, training_args, model_args, dataset_args, cw_args, last=last)
+    return run_stage(SFTTrainer, script_args, training_args, model_args, dataset_args, cw_args, last=last,
+                     more_callbacks=more_callbacks)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

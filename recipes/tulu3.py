@@ -24,7 +24,8 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -33,7 +34,7 @@ import yaml
 
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.recipes.launch import STAGES
-from crystalwatch.records import new_trajectory, read_trajectory
+from crystalwatch.records import new_trajectory, read_trajectory, run_files
 from crystalwatch.sinks.base import grouped
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -61,19 +62,21 @@ def load_chain(path: str | Path) -> dict[str, Any]:
             raise CrystalwatchError(f"{path}: stages[{i}].config {stage['config']}: no such file (a path relative "
                                     "to the chain file's folder)")  # fmt: skip
         stage["config"] = str(config)
+        if not isinstance(stage.setdefault("overrides", {}), dict):
+            raise CrystalwatchError(f"{path}: stages[{i}].overrides must be a mapping of config fields to values")
     return raw
 
 
 def stage_args(recipe: str, config: str, overrides: dict[str, Any]) -> tuple:
-    """Parse a stage's YAML with its TrlParser, then apply the chain's overrides."""
+    """Parse a stage's YAML with its TrlParser, ``overrides`` given as command-line options (so that they are
+    checked and post-processed exactly as the YAML's own values are)."""
     from crystalwatch.recipes.common import parse
 
-    args = parse(importlib.import_module(f"crystalwatch.recipes.{recipe}").make_parser(), ["--config", config])
-    for section in args:
-        for key, value in overrides.items():
-            if hasattr(section, key):
-                setattr(section, key, value)
-    return args
+    argv = ["--config", config]
+    for key, value in overrides.items():
+        if value is not None:
+            argv += [f"--{key}", *(map(str, value) if isinstance(value, (list, tuple)) else [str(value)])]
+    return parse(importlib.import_module(f"crystalwatch.recipes.{recipe}").make_parser(), argv)
 
 
 @contextlib.contextmanager
@@ -88,21 +91,24 @@ def tracked(chain: str, stage: str, out: Path) -> Iterator[None]:
 
 
 def seed_library(base: str, out: Path, first: tuple, given: str | None) -> str:
-    """The base's seed library: ``given``, or built once per output folder (then reused by later chains there).
-    Launched on several processes, the ranks build it together (the scoring is sharded across them, in the
-    process group the first stage's arguments set up), the main process saves it, and all wait for the file."""
+    """The base's seed library: ``given``, or built once per output folder (:func:`run_files`; then reused by
+    later chains there). Launched on several processes, the ranks build it together (the scoring is sharded
+    across them, in the process group the first stage's arguments set up), the main process saves it, and all
+    wait for the file."""
     if given:
         return given
-    path = out / "base.seeds.json.gz"
+    path = run_files(out)[0]
     training_args = first[1]
     _ = training_args.device  # sets the processes up as the first stage will
     if not path.is_file():
         from crystalwatch import load_model, load_or_build
+        from crystalwatch.models import fingerprint
         from crystalwatch.recipes.common import TINY, tiny_model_folder
 
         model, tokenizer = load_model(tiny_model_folder() if base == TINY else base)
         load_or_build(path if training_args.process_index == 0 else None, model, tokenizer,
-                      first[-1].crystalwatch_tasks, model_name=base)  # fmt: skip
+                      first[-1].crystalwatch_tasks, model_name=base,
+                      provenance=fingerprint(base, model))  # fmt: skip
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -110,34 +116,51 @@ def seed_library(base: str, out: Path, first: tuple, given: str | None) -> str:
     return str(path)
 
 
-def run_chain(path: str | Path) -> dict[str, Any]:
-    chain = load_chain(path)
+def run_chain(chain: str | Path | dict[str, Any], on_stage: Callable[[str, Any], list] | None = None
+              ) -> dict[str, Any]:  # fmt: skip
+    """Run a chain (a config file, or one read by :func:`load_chain` and changed): build or take the base's
+    library, run each stage from the previous stage's output into one trajectory, render the report.
+
+    ``on_stage(stage, callback)`` gives more trainer callbacks for a stage, given its crystalwatch callback (the
+    demo's progress display). Returns the trajectory, the report, the stages' outputs, the library, and per stage
+    its name, steps, seconds and W&B run folder."""
+    chain = load_chain(chain) if not isinstance(chain, dict) else chain
     out = Path(chain["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     name = str(chain.get("run", out.name))
     trajectory = new_trajectory(out)  # a new chain is a new run
     stages = chain["stages"]
+    started = time.perf_counter()
     with mock.patch.dict(os.environ):  # the first stage's settings, for the seed library; a YAML `env:` stays in
-        first = stage_args(stages[0]["recipe"], stages[0]["config"], {})
+        first = stage_args(stages[0]["recipe"], stages[0]["config"], stages[0].get("overrides", {}))
     seeds = seed_library(chain["base"], out, first, chain.get("seeds"))
-    model, offset, outputs, runs = chain["base"], 0, [], []
+    library_seconds = time.perf_counter() - started
+    model, offset, outputs, done = chain["base"], 0, [], []
     for i, stage in enumerate(stages):
+        start = time.perf_counter()
         recipe = importlib.import_module(f"crystalwatch.recipes.{stage['recipe']}")
-        overrides = {"model_name_or_path": model, "output_dir": str(out / stage["recipe"]), "project": name,
-                     "crystalwatch_seeds": seeds, "crystalwatch_trajectory": str(trajectory),
-                     "crystalwatch_run_name": name, "crystalwatch_step_offset": offset}  # fmt: skip
+        overrides = {**stage.get("overrides", {}), "model_name_or_path": model,
+                     "output_dir": str(out / stage["recipe"]), "project": name, "crystalwatch_seeds": seeds,
+                     "crystalwatch_trajectory": str(trajectory), "crystalwatch_run_name": name,
+                     "crystalwatch_step_offset": offset}  # fmt: skip
+        more = (lambda watch, stage=stage["recipe"]: on_stage(stage, watch)) if on_stage else None
         with tracked(name, stage["recipe"], out):
             args = stage_args(stage["recipe"], stage["config"], overrides)
-            model = recipe.main(*args, last=i == len(stages) - 1)  # the last stage ends the process group
-            runs.append(_finish_wandb())
+            model = recipe.main(*args, last=i == len(stages) - 1, more_callbacks=more)  # the last ends the group
+            run = _finish_wandb()
         outputs.append(model)
-        offset = read_trajectory(trajectory)[-1]["step"]  # the next stage's steps continue from here
+        step = read_trajectory(trajectory)[-1].step  # the next stage's steps continue from here
+        done.append({"name": stage["recipe"], "steps": step - offset, "seconds": time.perf_counter() - start,
+                     "wandb_dir": run})  # fmt: skip
+        offset = step
     report = None
     if int(os.environ.get("RANK", "0")) == 0:  # launched on several processes: the main one renders the report
         from crystalwatch.report import render_report
 
-        report = str(render_report(trajectory, out / "report"))
-    return {"trajectory": str(trajectory), "report": report, "outputs": outputs, "seeds": seeds, "wandb_runs": runs}
+        title = chain.get("title") or f"{name}: " + " -> ".join(["base"] + [s["recipe"] for s in stages])
+        report = str(render_report(trajectory, out / "report", title=title))
+    return {"trajectory": str(trajectory), "report": report, "outputs": outputs, "seeds": seeds,
+            "library_seconds": library_seconds, "stages": done, "wandb_runs": [s["wandb_dir"] for s in done]}
 
 
 def _finish_wandb() -> str | None:

@@ -12,6 +12,7 @@ from wandb_run import inspect_records, read_offline_run
 from crystalwatch import read_trajectory
 from crystalwatch.cli import app
 from crystalwatch.demo import DEMO_TASKS
+from crystalwatch.records import run_files
 
 
 def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
@@ -23,7 +24,8 @@ def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
 
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tasks"]) == set(DEMO_TASKS) and [s["name"] for s in summary["stages"]] == ["sft", "dpo"]
-    records = read_trajectory(out / "trajectory.jsonl")
+    assert summary["trajectory"] == str(run_files(out)[1])  # where every run of stages keeps its trajectory
+    records = read_trajectory(summary["trajectory"])
     steps = sorted({(r["index"], r["step"], r["label"]) for r in records})
     assert steps == [(0, 0, "sft"), (1, 10, "sft"), (2, 20, "sft"), (3, 30, "sft"), (4, 36, "dpo")]
     for task, t in summary["tasks"].items():

@@ -62,7 +62,9 @@ def test_stage_configs_parse_and_validate(path, bf16_gpu):
     if path.stem == "grpo":
         assert training.beta == 0.01 and training.num_generations >= 2
         assert training.use_vllm is (path.parent.name != "smoke")  # CPU CI: plain generate
-    if path.parent.name != "smoke":
+    if path.parent.name == "demo":  # gemma-3-270m on a CPU, fp32, LoRA; the chain builds the library
+        assert model.dtype == "float32" and training.use_cpu and model.use_peft and not watch.crystalwatch_seeds
+    elif path.parent.name != "smoke":
         assert model.dtype == "bfloat16" and training.bf16 and watch.crystalwatch_seeds
         assert model.attn_implementation == "sdpa" and script.max_samples
 
@@ -84,7 +86,8 @@ def test_chain_configs(path):
     from crystalwatch.recipes.tulu3 import load_chain
 
     chain = load_chain(path)
-    assert [s["recipe"] for s in chain["stages"]] == ["sft", "dpo", "grpo"]
+    stages = ["sft", "dpo"] if path.parent.name == "demo" else ["sft", "dpo", "grpo"]  # the demo: no RL stage
+    assert [s["recipe"] for s in chain["stages"]] == stages
     assert all(Path(s["config"]).is_file() and Path(s["config"]).parent == path.parent for s in chain["stages"])
 
 
@@ -97,6 +100,11 @@ def test_bad_chain_config_names_the_field(tmp_path):
         load_chain(bad)
     write_yaml(bad, {"base": "m", "output_dir": "o", "stages": [{"recipe": "sft", "config": "x.yaml"}]})
     with pytest.raises(ValueError, match=r"stages\[0\]\.config x\.yaml: no such file"):
+        load_chain(bad)
+    (tmp_path / "x.yaml").write_text("max_steps: 1\n")
+    write_yaml(bad, {"base": "m", "output_dir": "o", "stages": [{"recipe": "sft", "config": "x.yaml",
+                                                                "overrides": [1]}]})  # fmt: skip
+    with pytest.raises(ValueError, match=r"stages\[0\]\.overrides must be a mapping"):
         load_chain(bad)
 
 
@@ -365,12 +373,15 @@ def test_smoke_chain_end_to_end(tmp_path, monkeypatch):
     chain["output_dir"] = str(tmp_path / "smoke")
     for stage in chain["stages"]:
         stage["config"] = str(CONFIGS / "smoke" / stage["config"])
+    chain["stages"][2]["overrides"] = {"max_steps": 2}  # a stage's field changed by the chain (grpo.yaml: 4)
     result = run_chain(write_yaml(tmp_path / "chain.yaml", chain))
 
+    assert result["trajectory"] == str(tmp_path / "smoke" / "crystalwatch" / "trajectory.jsonl")  # run_files
+    assert [(s["name"], s["steps"]) for s in result["stages"]] == [("sft", 12), ("dpo", 6), ("grpo", 2)]
     records = read_trajectory(result["trajectory"])
     stages = [(r["label"], r["step"]) for r in records if r["task"] == "coin_flip"]
     assert stages == [("sft", 0), ("sft", 4), ("sft", 8), ("sft", 12), ("dpo", 15), ("dpo", 18),
-                      ("rlvr", 20), ("rlvr", 22)]  # fmt: skip
+                      ("rlvr", 20)]  # fmt: skip
     assert len({r["library"] for r in records}) == 1  # one base library for the whole chain
     assert Path(result["report"]).is_file()
     runs = result["wandb_runs"]

@@ -148,13 +148,19 @@ def test_cli_errors_name_the_file(tmp_path, folders):
 
 
 def test_a_new_run_of_stages_keeps_the_last_runs_trajectory(tmp_path):
-    """The demo and a recipe chain start a new trajectory; the last run's file is kept beside it, not lost."""
-    from crystalwatch.records import new_trajectory
+    """The demo and a recipe chain start a new trajectory where run_files says; the last run's file is kept
+    beside it, not lost."""
+    from crystalwatch.records import new_trajectory, run_files
 
-    assert new_trajectory(tmp_path) == tmp_path / "trajectory.jsonl" and not list(tmp_path.iterdir())
-    (tmp_path / "trajectory.jsonl").write_text("run 1\n")
+    library, path = run_files(tmp_path)
+    home = tmp_path / "crystalwatch"
+    assert (library, path) == (home / "seeds.json.gz", home / "trajectory.jsonl")
+    ladder = tmp_path / "ladder.jsonl"
+    assert run_files(trajectory=ladder) == (tmp_path / "ladder.seeds.json", ladder)
+    assert new_trajectory(tmp_path) == path and not list(path.parent.iterdir())
+    path.write_text("run 1\n")
     new_trajectory(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["trajectory.previous.jsonl"]
-    (tmp_path / "trajectory.jsonl").write_text("run 2\n")
+    assert [p.name for p in path.parent.iterdir()] == ["trajectory.previous.jsonl"]
+    path.write_text("run 2\n")
     new_trajectory(tmp_path)
-    assert (tmp_path / "trajectory.previous.jsonl").read_text() == "run 2\n"
+    assert (path.parent / "trajectory.previous.jsonl").read_text() == "run 2\n"

@@ -190,7 +190,7 @@ def trajectory_command(
     from crystalwatch.measure import check_settings
     from crystalwatch.models import DTYPES, fingerprint, load_model
     from crystalwatch.phases import PhaseConfig
-    from crystalwatch.records import Record, read_trajectory
+    from crystalwatch.records import Record, read_trajectory, run_files
     from crystalwatch.seeds import SeedLibrary, load_or_build
     from crystalwatch.sinks.console import print_events
     from crystalwatch.tasks import load_tasks
@@ -208,7 +208,7 @@ def trajectory_command(
         ensure_folder(out.parent)
         run = run or out.stem
         continuing = out.is_file() and any(r.run == run for r in read_trajectory(out, empty_ok=True))
-        default_seeds = out.with_suffix(".seeds.json")
+        default_seeds = run_files(trajectory=out)[0]
         if seeds is None and continuing and default_seeds.is_file():
             console.print(f"continuing run '{run}' of {out} with its library {default_seeds}")
             seeds = default_seeds

@@ -6,7 +6,51 @@ Conventions: a distribution matrix ``P`` has one row per prompt variant and one 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of a record: its name (the key in ``record.metrics`` and in ``crystal/<task>/<name>``), its unit,
+    what it means, and whether it is a column of the phase table (W&B and TensorBoard tables, the report)."""
+
+    name: str
+    unit: str
+    meaning: str
+    table: bool = False
+
+
+# The one table of metrics (docs/phase-model.md shows it and a test holds the two together). Every tracker gets
+# each numeric metric as ``crystal/<task>/<name>``; ``table`` picks the phase table's columns, in this order.
+METRIC_TABLE: tuple[Metric, ...] = (
+    Metric("seed_distance", "JSD, bits", "JSD of the consensus to its nearest seed", True),
+    Metric("temperature", "T", "the temperature that brings the nearest seed closest to the consensus", True),
+    Metric("tempered_distance", "JSD, bits", "JSD of the consensus to the nearest seed at that temperature", True),
+    Metric("collapse", "share, signed", "share of the base's consensus entropy gone (negative: melting)", True),
+    Metric("entropy", "share of log K", "mean normalised entropy of the prompts' distributions", True),
+    Metric("diversity", "JSD, bits", "mean pairwise JSD between the prompts' distributions", True),
+    Metric("coverage", "share", "mean probability mass on valid answers before renormalising", True),
+    Metric("seed_evidence", "bits", "log2(K x consensus mass the evidence seed predicts); 0 = chance", True),
+    Metric("consensus_entropy", "share of log K", "normalised entropy of the coverage-weighted consensus"),
+    Metric("top_prob", "probability", "the consensus's largest probability"),
+    Metric("spread", "probability", "between-prompt spread of the top answer's probability (early warning)"),
+    Metric("base_consensus_entropy", "share of log K", "the base's consensus entropy on the same prompt kind"),
+    Metric("base_distance", "JSD, bits", "JSD of the consensus to the base's consensus on the same prompt kind"),
+    Metric("seed_margin", "JSD, bits", "distance to the second-nearest seed minus the nearest's"),
+    Metric("seed_support_mass", "share", "consensus mass on the nearest seed's 90% support"),
+    Metric("temperature_bound", "-1, 0, 1", "the fitted temperature is at the low end, inside, at the high end"),
+    Metric("evidence_seed", "seed id", "the seed of largest evidence (names a crystal)"),
+    Metric("seed_pvalue", "p-value", "share of label permutations with at least the seed evidence"),
+    Metric("seed_chance", "share", "share of answers on which a one-answer crystal would read as a seed"),
+    Metric("velocity", "TV mass per step", "probability mass the consensus moved per training step"),
+)
+
+
+def table_metrics() -> tuple[str, ...]:
+    """The metrics that are columns of the phase table, in order."""
+    return tuple(m.name for m in METRIC_TABLE if m.table)
 
 
 def normalized_entropy(p: np.ndarray) -> np.ndarray:

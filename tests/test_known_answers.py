@@ -157,3 +157,23 @@ def test_half_way_to_a_crystal_reads_nucleating(task):
 def test_four_tasks_have_no_nucleating_range():
     assert sorted(t for t in TASKS if base_entropy(t) <= 0.45 / 0.8) == [
         "integer_1_10", "integer_1_100", "rock_paper_scissors", "yes_no"]  # fmt: skip
+
+
+def test_one_metric_table_for_records_trackers_report_and_docs():
+    """METRIC_TABLE names exactly the metrics a real record carries; the sinks' and the report's tables are its
+    table columns; docs/phase-model.md shows the same table, row for row."""
+    import re
+
+    from crystalwatch.metrics import METRIC_TABLE, table_metrics
+    from crystalwatch.report.data import TABLE_METRICS as REPORT
+    from crystalwatch.sinks.scalars import TABLE_COLUMNS
+
+    record = final("integer_1_10", np.full((len(chat_variants("integer_1_10")), 10), 0.1))
+    assert sorted(record.metrics) == sorted(m.name for m in METRIC_TABLE)
+    assert TABLE_COLUMNS[6:] == REPORT == table_metrics() and len(table_metrics()) == 8
+    doc = (Path(__file__).parent.parent / "docs" / "phase-model.md").read_text()
+    block = doc.split("<!-- metric table: generated from METRIC_TABLE -->\n")[1].split("\n<!--")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[2:]]
+    assert rows == [[f"`{m.name}`", m.unit, m.meaning, "yes" if m.table else ""] for m in METRIC_TABLE]
+    explained = doc.split("## The metric table")[0]
+    assert [m.name for m in METRIC_TABLE if not re.search(rf"`{m.name}`", explained)] == []  # each one explained

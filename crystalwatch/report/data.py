@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from crystalwatch.metrics import table_metrics
 from crystalwatch.phases import UNKNOWN_COLOUR, state_info
 from crystalwatch.records import Record
 
@@ -20,7 +21,7 @@ PANELS = (  # (title, primary metric, secondary metric or None, log y)
     ("seed distance / tempered distance (dashed)", "seed_distance", "tempered_distance", False),
     ("temperature", "temperature", None, True),
 )
-TABLE_METRICS = ("seed_distance", "temperature", "entropy", "diversity", "coverage", "collapse", "seed_evidence")
+TABLE_METRICS = table_metrics()  # crystalwatch.metrics.METRIC_TABLE
 DPI = 100
 
 Runs = dict[str, list[Record]]  # run -> its records for one task, sorted by index

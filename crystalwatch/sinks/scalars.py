@@ -12,16 +12,14 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from crystalwatch.metrics import table_metrics
 from crystalwatch.phases import state_code, state_names
 from crystalwatch.records import Record, number
 
 PREFIX = "crystal"
 SUMMARY = f"{PREFIX}/summary"
-TABLE_COLUMNS = (
-    "step", "label", "task", "state", "candidate", "seed",
-    "seed_distance", "temperature", "tempered_distance", "collapse", "entropy", "coverage", "seed_evidence",
-)  # fmt: skip
-TABLE_METRICS = TABLE_COLUMNS[6:]
+TABLE_METRICS = table_metrics()  # crystalwatch.metrics.METRIC_TABLE
+TABLE_COLUMNS = ("step", "label", "task", "state", "candidate", "seed", *TABLE_METRICS)
 
 
 def task_scalars(record: Record) -> dict[str, float | int]:

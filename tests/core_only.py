@@ -21,6 +21,15 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=600, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
 
 
+def without_torch(*args: str) -> subprocess.CompletedProcess:
+    """The CLI with torch and transformers unimportable: what needs no model must not need them (the decision:
+    ``report`` and ``seeds show`` read files only; torch stays a core dependency for everything else)."""
+    code = ("import sys; sys.modules.update(torch=None, transformers=None); sys.argv = ['crystalwatch', *sys.argv[1:]]"
+            "; from crystalwatch.cli import main; main()")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+
+
 def one_line_error(done: subprocess.CompletedProcess, *phrases: str) -> None:
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and all(p in lines[0] for p in phrases), lines
@@ -57,6 +66,12 @@ def main(out: str) -> None:
     assert watch.errors == 0
     done = cli("report", str(out_dir / "run" / "crystalwatch" / "trajectory.jsonl"), "--out", str(out_dir / "report"))
     assert done.returncode == 0 and (out_dir / "report" / "index.html").is_file(), done.stdout + done.stderr
+    trajectory = out_dir / "run" / "crystalwatch" / "trajectory.jsonl"
+    done = without_torch("report", str(trajectory), "--out", str(out_dir / "report-no-torch"))
+    assert done.returncode == 0 and (out_dir / "report-no-torch" / "index.html").is_file(), done.stderr[-2000:]
+    library = Path(__file__).resolve().parent.parent / "docs" / "real" / "gemma-3-270m.seeds.json.gz"
+    done = without_torch("seeds", "show", str(library))
+    assert done.returncode == 0 and "integer_1_10" in done.stdout, done.stderr[-2000:]
     if os.environ.get("CRYSTALWATCH_CORE_ONLY"):  # a missing extra: one line naming what to install
         from crystalwatch.errors import CrystalwatchError
         from crystalwatch.sinks.base import tracker_sink

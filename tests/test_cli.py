@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 import yaml
 from cli_check import refused
 from typer.testing import CliRunner
@@ -68,3 +70,30 @@ def test_clear_errors(tmp_path):
     refused(result, "bad.yaml", "description")
     result = runner.invoke(app, ["measure", str(tmp_path / "nowhere.gguf")])
     refused(result, "GGUF file not found")
+
+
+def test_ctrl_c_is_one_line_and_other_errors_pass_through(monkeypatch, capsys, tmp_path):
+    """main(): typer's Abort (Ctrl-C) is "error: aborted", exit 130; an unexpected exception reaches the caller as
+    itself (main once failed on its own `except` clause, typer keeping Abort outside its vendored click)."""
+    import typer
+
+    import crystalwatch.report
+    from crystalwatch.cli import main
+
+    trajectory = str(Path(__file__).parent.parent / "docs" / "demo" / "trajectory.jsonl")
+
+    def abort(*args, **kwargs):
+        raise typer.Abort()
+
+    monkeypatch.setattr(crystalwatch.report, "render_report", abort)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", trajectory, "--out", str(tmp_path)])
+    said = capsys.readouterr()
+    assert exit_.value.code == 130 and "error: aborted" in said.out + said.err
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(crystalwatch.report, "render_report", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["report", trajectory, "--out", str(tmp_path)])

@@ -20,9 +20,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from crystalwatch.cli.options import _say
 
     try:
-        from typer._click import exceptions as click  # typer 0.2x vendors click
+        from typer._click import exceptions as click  # typer 0.2x vendors click...
+        from typer.exceptions import Abort  # ...and keeps Abort (Ctrl-C) outside it
     except ImportError:  # older typer: click itself
         from click import exceptions as click  # type: ignore[no-redef]
+        from click.exceptions import Abort  # type: ignore[no-redef]
 
     command = typer.main.get_command(app)
     try:
@@ -35,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         where = err.ctx.command_path if err.ctx else "crystalwatch"
         _say("error", f"{where}: {err.format_message().rstrip('.')} (see `{where} --help`)")
         code = 2
-    except click.Abort:
+    except Abort:
         _say("error", "aborted")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)

@@ -17,12 +17,11 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crystalwatch import metrics
-from crystalwatch.measure import TaskResult
 from crystalwatch.seeds import codec
 from crystalwatch.seeds.types import (
     CrossModelWarning,
@@ -32,6 +31,9 @@ from crystalwatch.seeds.types import (
     TaskSeeds,
 )
 from crystalwatch.tasks import Task
+
+if TYPE_CHECKING:  # measure imports the scorer, so torch: reading a library needs neither
+    from crystalwatch.measure import TaskResult
 
 
 def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permutations: int, seed: int,

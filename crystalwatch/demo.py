@@ -121,7 +121,7 @@ def summarise(result: dict[str, Any], cfg: DemoConfig, seconds: float, mode: str
             "state": last.state, "seed": last.seed, "seed_distance": last.metrics["seed_distance"],
             "entropy": [mine[0].metrics["entropy"], last.metrics["entropy"]],
             "top": last.top[0] if last.top else None,
-            "transitions": [{"step": e["step"], "from": e["from"], "to": e["to"], "seed": e["seed"],
+            "transitions": [{"step": e.step, "from": e.from_state, "to": e.to_state, "seed": e.seed,
                              "stage": r.label} for r in mine for e in r.events],
         }  # fmt: skip
     return {

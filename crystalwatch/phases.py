@@ -157,6 +157,25 @@ class Event:
         return {"step": self.step, "task": self.task, "from": self.from_state, "to": self.to_state,
                 "seed": self.seed, "since": self.since, "remelt": self.remelt, "kind": self.kind}  # fmt: skip
 
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Event:
+        """An event as stored in a trajectory (``from``/``to``; ``since``, ``remelt``, ``kind`` may be missing in
+        older files). Raises KeyError or TypeError on anything else; records.py names the file and line."""
+        return cls(step=int(raw["step"]), task=str(raw["task"]), from_state=str(raw["from"]), to_state=str(raw["to"]),
+                   seed=raw.get("seed"), since=int(raw.get("since", raw["step"])), remelt=bool(raw.get("remelt")),
+                   kind=str(raw.get("kind", "transition")))  # fmt: skip
+
+    @property
+    def warning(self) -> bool:
+        """The early-warning signal (the state did not change), not a transition."""
+        return self.kind == "warning"
+
+    def __getitem__(self, key: str) -> Any:  # reads like the stored object: ``event["to"]``
+        return self.to_json()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_json().get(key, default)
+
 
 @dataclass
 class _TaskState:

@@ -18,6 +18,7 @@ from typing import Any
 
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.files import RepairWarning
+from crystalwatch.phases import Event
 
 SCHEMA = "crystalwatch.trajectory/1"
 REQUIRED = ("run", "index", "step", "task", "outcomes", "consensus", "metrics", "state", "events")
@@ -52,7 +53,7 @@ class Record:
     consensus: list[float]
     metrics: dict[str, float | None]
     state: str
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # stored objects given here are read as events
     label: str = ""
     model: str = ""
     time: str = ""
@@ -65,6 +66,9 @@ class Record:
     candidate: str | None = None
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read
+
+    def __post_init__(self) -> None:
+        self.events = [e if isinstance(e, Event) else Event.from_json(e) for e in self.events]
 
     # -- reading like the stored JSON object --------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -101,6 +105,7 @@ class Record:
         for name in _FIELDS:
             if name != "extra":
                 out[name] = getattr(self, name)
+        out["events"] = [e.to_json() for e in self.events]
         out.update(self.extra)
         return json_safe(out)
 
@@ -125,7 +130,11 @@ class Record:
         for key in ("label", "model", "time", "kind", "estimator", "terminators"):
             if known.get(key) is None:
                 known.pop(key, None)
-        return cls(**known, extra=extra)
+        try:
+            return cls(**known, extra=extra)
+        except (KeyError, TypeError, ValueError) as err:
+            raise TrajectoryError(f"{where}: an event lacks or mistypes a field ({err}); each event needs step, "
+                                  "task, from and to (see docs/trajectory.md)") from None
 
 
 _FIELDS = tuple(f.name for f in fields(Record))

@@ -77,7 +77,7 @@ def observe(
             seed=seed.id, seed_centroid=_rounded(seed.centroid),
             metrics={**m, "velocity": update.velocity},
             candidate=update.candidate, state=update.state,
-            events=[e.to_json() for e in update.events],
+            events=list(update.events),
             variants={v.request.variant: {"probs": _rounded(v.probs), "coverage": float(f"{v.coverage:.6g}")}
                       for v in r.variants},
         ))  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def test_observe_writes_documented_records(tmp_path):
     ]  # fmt: skip
     r = records[-1]
     assert r["schema"] == SCHEMA and r["library"] == "abc" and r["seed"] == "s1" and r["kind"] == "chat"
-    assert r["events"] == [{"step": 20, "task": "integer_1_10", "from": "liquid", "to": "nucleated",
+    assert r.to_json()["events"] == [{"step": 20, "task": "integer_1_10", "from": "liquid", "to": "nucleated",
                             "seed": "s1", "since": 10, "remelt": False, "kind": "transition"}]  # fmt: skip
     assert records[0]["metrics"]["velocity"] is None and r["metrics"]["velocity"] == pytest.approx(0, abs=1e-9)
     assert set(r["metrics"]) >= {"entropy", "diversity", "coverage", "collapse", "seed_distance", "seed_margin",
@@ -164,3 +165,27 @@ def test_a_new_run_of_stages_keeps_the_last_runs_trajectory(tmp_path):
     path.write_text("run 2\n")
     new_trajectory(tmp_path)
     assert (path.parent / "trajectory.previous.jsonl").read_text() == "run 2\n"
+
+
+def test_stored_events_are_read_as_typed_events_and_a_bad_one_is_named(tmp_path):
+    """A committed trajectory's events come back as phases.Event (and are written back unchanged); an event that
+    lacks a field is one error naming the file and the line."""
+    from crystalwatch.phases import Event
+
+    source = Path(__file__).parent.parent / "docs" / "experiments" / "calibration" / "seed25" / "trajectory.jsonl"
+    lines = source.read_text().splitlines()
+    with_event = next(line for line in lines if '"events": [{' in line)
+    (record,) = read_trajectory_lines(tmp_path, [with_event], read_trajectory)
+    assert record.events and all(isinstance(e, Event) for e in record.events)
+    stored = json.loads(with_event)["events"]  # written before events had a kind: "transition" is the default
+    assert record.to_json()["events"] == [{"kind": "transition", **e} for e in stored]
+    broken = json.loads(with_event)
+    del broken["events"][0]["to"]
+    with pytest.raises(TrajectoryError, match=r"broken\.jsonl:1: an event lacks"):
+        read_trajectory_lines(tmp_path, [json.dumps(broken)], read_trajectory, name="broken.jsonl")
+
+
+def read_trajectory_lines(folder, lines, read, name="t.jsonl"):
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return read(path)

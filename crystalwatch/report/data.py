@@ -92,10 +92,10 @@ def _transitions(recs: list[Record]) -> list[str]:
     out = []
     for r in recs:
         for e in r.events or []:
-            seed = f" ({e['seed']})" if e.get("seed") else ""
-            remelt = " remelt" if e.get("remelt") else ""
-            if e.get("kind") == "warning":
-                out.append(f"early warning @{e.get('step', r.step)}")
+            seed = f" ({e.seed})" if e.seed else ""
+            remelt = " remelt" if e.remelt else ""
+            if e.warning:
+                out.append(f"early warning @{e.step}")
                 continue
-            out.append(f"{e.get('from')}→{e.get('to')} @{e.get('step', r.step)}{seed}{remelt}")
+            out.append(f"{e.from_state}→{e.to_state} @{e.step}{seed}{remelt}")
     return out

@@ -80,7 +80,7 @@ def _mark_events(ax, recs: list[Record], *, text: bool, colour: str, prefix: str
         for e in r.events or []:
             ax.axvline(r.step, color=colour, lw=1, ls="--", zorder=1)
             if text:
-                ax.text(r.step, 0.97, prefix + _text(e.get("to")), transform=trans, rotation=90, va="top",
+                ax.text(r.step, 0.97, prefix + _text(e.to_state), transform=trans, rotation=90, va="top",
                         ha="center", fontsize=7, color="#222222", zorder=4,
                         bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1})  # fmt: skip
 

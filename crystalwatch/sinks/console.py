@@ -24,13 +24,13 @@ def print_events(records: Sequence[Record]) -> None:
     """One readable line per transition or early warning."""
     for r in records:
         for e in r.events:
-            where = f"step {e['step']}{' (' + r.label + ')' if r.label else ''}: {e['task']}"
-            if e.get("kind") == "warning":
-                console.print(f"{where} early warning: the prompts split on the top answer ({styled(e['to'])})")
+            where = f"step {e.step}{' (' + r.label + ')' if r.label else ''}: {e.task}"
+            if e.warning:
+                console.print(f"{where} early warning: the prompts split on the top answer ({styled(e.to_state)})")
                 continue
-            tag = " (remelt)" if e.get("remelt") else ""
-            seed = f" onto {e['seed']}" if e.get("seed") else ""
-            console.print(f"{where} {styled(e['from'])} -> {styled(e['to'])}{seed}{tag}")
+            tag = " (remelt)" if e.remelt else ""
+            seed = f" onto {e.seed}" if e.seed else ""
+            console.print(f"{where} {styled(e.from_state)} -> {styled(e.to_state)}{seed}{tag}")
 
 
 class ConsoleSink:

@@ -31,7 +31,7 @@ def task_scalars(record: Record) -> dict[str, float | int]:
         if x is not None:
             out[f"{base}/{name}"] = x
     out[f"{base}/state"] = state_code(record.state)
-    out[f"{base}/warning"] = int(any(e.get("kind") == "warning" for e in record.events or ()))
+    out[f"{base}/warning"] = int(any(e.warning for e in record.events))
     probs = [p for p in map(number, record.consensus or ()) if p is not None]
     if probs:
         out[f"{base}/top_prob"] = max(probs)

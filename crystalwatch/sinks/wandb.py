@@ -28,6 +28,7 @@ import wandb
 import wandb.plot
 
 from crystalwatch.bars import BAR_COLUMNS, bar_rows, title
+from crystalwatch.phases import Event
 from crystalwatch.records import Record, number
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, scalars, table_row
@@ -50,25 +51,24 @@ class Alert:
     level: str
 
 
-def _alert_for(record: Record, event: dict[str, Any], step: int) -> Alert:
+def _alert_for(record: Record, event: Event, step: int) -> Alert:
     task, to = str(record.task), alert_name(event)
-    seed = event.get("seed") or record.seed
+    seed = event.seed or record.seed
     distance = number((record.metrics or {}).get("seed_distance"))
     text = (
-        f"task {task}: {event.get('from')} -> {to} at step {event.get('step', step)}"
+        f"task {task}: {event.from_state} -> {to} at step {event.step}"
         f" (seed {seed or 'none'}, seed distance {'n/a' if distance is None else f'{distance:.3g}'})"
+        f"; first seen at step {event.since}"
     )
-    if event.get("since") is not None:
-        text += f"; first seen at step {event['since']}"
     title = f"crystalwatch: {task} {to}"
     if len(title) > TITLE_LIMIT:
         title = title[: TITLE_LIMIT - 3] + "..."
     return Alert((task, to), title, text, "WARN" if to == "foreign" else "INFO")
 
 
-def alert_name(event: dict[str, Any]) -> str:
+def alert_name(event: Event) -> str:
     """What an event alerts as: the state it entered, or ``warning`` for the early-warning signal."""
-    return "warning" if event.get("kind") == "warning" else str(event.get("to"))
+    return "warning" if event.warning else event.to_state
 
 
 def _current_run() -> Any:

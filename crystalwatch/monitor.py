@@ -46,7 +46,7 @@ from crystalwatch.seeds import SeedLibrary, load_or_build
 from crystalwatch.settings import CrystalWatchConfig
 from crystalwatch.sinks import default_sinks
 from crystalwatch.sinks.base import RunInfo, Sink
-from crystalwatch.sinks.jsonl import JsonlSink
+from crystalwatch.sinks.jsonl import JsonlSink, TrajectoryWriter
 from crystalwatch.tasks import load_tasks
 from crystalwatch.trajectory import RunSoFar, observe, resume_run
 
@@ -326,9 +326,8 @@ class Monitor:
     def _resume(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint's state and drop records written after it (an abandoned future)."""
         self.load_state_dict(state)
-        if self.main and self.trajectory is not None and self.trajectory.is_file():
-            text = self.trajectory.read_text(encoding="utf-8")
-            write_atomic(self.trajectory, "".join(text.splitlines(keepends=True)[: self.records_written]))
+        if self.main and self.trajectory is not None:
+            TrajectoryWriter(self.trajectory).keep(self.records_written)
 
     def _continue(self) -> None:
         """A new stage writing into an existing trajectory of the same run: replay its records so that the

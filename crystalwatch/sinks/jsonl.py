@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from crystalwatch.files import append_lines, ensure_folder
+from crystalwatch.files import append_lines, ensure_folder, write_atomic
 from crystalwatch.records import Record, TrajectoryError, record_lines
 from crystalwatch.sinks.base import RunInfo
 
@@ -26,6 +26,13 @@ class TrajectoryWriter:
 
     def write(self, records: Iterable[Record]) -> None:
         append_lines(self.path, record_lines(list(records)))
+
+    def keep(self, records: int) -> None:
+        """Cut the file back to its first ``records`` lines, atomically: resuming from a checkpoint, what was
+        written after it is an abandoned future."""
+        if self.path.is_file():
+            text = self.path.read_text(encoding="utf-8")
+            write_atomic(self.path, "".join(text.splitlines(keepends=True)[:records]))
 
 
 def _is_gzip(path: Path) -> bool:

@@ -57,3 +57,13 @@ def check_number(name: str, value: object, low: float, high: float, *, open_low:
         span = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
         raise CrystalwatchError(f"{name} must be a number in {span}, got {value!r}")
     return float(value)  # type: ignore[arg-type]
+
+
+def require_extra(extra: str, *modules: str, what: str) -> None:
+    """A command that needs packages an extra installs: one line naming the extra when any is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CrystalwatchError(f"{what} needs {', '.join(missing)}, which this install lacks: "
+                                f"pip install 'crystalwatch[{extra}]'")  # fmt: skip

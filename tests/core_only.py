@@ -82,6 +82,8 @@ def main(out: str) -> None:
         except CrystalwatchError as err:
             assert "pip install 'crystalwatch[wandb]'" in str(err), err
         one_line_error(cli("measure", "pypi:gemma-3-270m"), "crystalwatch[real-models]")
+        one_line_error(cli("recipe", "sft", "--config", "smoke"), "crystalwatch recipe needs trl", "crystalwatch[trl]")
+        one_line_error(cli("demo", "--tiny", "--out", str(out_dir / "demo")), "crystalwatch[demo]")
         one_line_error(cli("seeds", "build", str(save(model, tokenizer, out_dir / "tiny")), "--out", "x.json",
                            "--tasks", "nope"), "unknown task")  # fmt: skip
     print("core install: Trainer + callback, report, extras' errors: ok")

@@ -16,6 +16,7 @@ from crystalwatch.errors import (
     check_int,
     check_number,
     did_you_mean,
+    require_extra,
 )
 from crystalwatch.sinks.console import console
 
@@ -270,6 +271,8 @@ def demo_command(
     from crystalwatch.demo import DemoConfig, Progress, run_demo
 
     with _errors():
+        needed = ["trl", "peft", "datasets"] + ([] if no_wandb or wandb == "off" else ["wandb"])
+        require_extra("demo", *needed, *([] if tiny else ["gguf"]), what="crystalwatch demo")
         cfg = DemoConfig(
             out=out,
             tiny=tiny,
@@ -316,6 +319,7 @@ def recipe_command(
 
     with _errors():
         check_choice("recipe", recipe, MODULES)
+        require_extra("trl", "trl", "peft", "datasets", what="crystalwatch recipe")
         path = resolve_config(config, recipe)
         if num_processes is not None:
             check_int("--num-processes", num_processes, 1)

@@ -17,40 +17,19 @@ from typing import Any
 import numpy as np
 
 from crystalwatch import metrics
-from crystalwatch.errors import check_choice, check_int
 from crystalwatch.scoring import (
     DEFAULT_TERMINATORS,
-    TERMINATOR_SETS,
     Request,
     build_requests,
     check_context,
     prompt_kind_for,
     terminator_ids,
 )
-from crystalwatch.scoring.backend import Options, Scored, backend_names, get_backend
+from crystalwatch.scoring.backend import Options, Scored, check_settings, get_backend
 from crystalwatch.tasks import Task, load_task, load_tasks
 
 Estimator = str  # a backend name: "exact", "sampled", or one registered with scoring.backend.register
-KINDS = ("chat", "completion")
 SCHEMA = "crystalwatch.measurement/1"
-
-
-def check_settings(
-    *, kind: str | None = None, estimator: str = "exact", terminators: str = DEFAULT_TERMINATORS, samples: int = 1,
-    batch_tokens: int = 1, option: str = "",
-) -> None:  # fmt: skip
-    """Check measuring settings before any model is loaded; errors name the setting (``option="--"``: as a
-    command-line option) and suggest the close value."""
-
-    def name(field: str) -> str:
-        return option + (field.replace("_", "-") if option else field)
-
-    if kind is not None:
-        check_choice(name("kind"), kind, KINDS)
-    check_choice(name("estimator"), estimator, backend_names())
-    check_choice(name("terminators"), terminators, TERMINATOR_SETS)
-    check_int(name("samples"), samples, 1)
-    check_int(name("batch_tokens"), batch_tokens, 1)
 
 
 @dataclass

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from crystalwatch.errors import CrystalwatchError, check_choice, check_int, check_number, did_you_mean
-from crystalwatch.measure import check_settings
 from crystalwatch.phases import STATES, PhaseConfig
+from crystalwatch.scoring.backend import check_settings
 from crystalwatch.sinks.base import tracker_names
 
 IMAGES = ("transitions", "all", "none")

@@ -67,9 +67,10 @@ def measure_command(
     """Measure a model's answer distributions on tasks and print a table per task."""
     from crystalwatch.cli.tables import VERDICT_NOTE, print_measurement, print_verdicts
     from crystalwatch.files import ensure_folder, write_atomic
-    from crystalwatch.measure import check_settings, measure
+    from crystalwatch.measure import measure
     from crystalwatch.models import DTYPES, load_model
     from crystalwatch.records import json_safe
+    from crystalwatch.scoring.backend import check_settings
     from crystalwatch.seeds import SeedLibrary
     from crystalwatch.tasks import load_tasks
     from crystalwatch.trajectory import one_shot
@@ -121,8 +122,8 @@ def seeds_build(
     """Measure a base model on every prompt of each task and cluster the distributions into seeds."""
     from crystalwatch.cli.tables import print_library
     from crystalwatch.files import ensure_folder
-    from crystalwatch.measure import KINDS, check_settings
     from crystalwatch.models import DTYPES, fingerprint, load_model
+    from crystalwatch.scoring.backend import KINDS, check_settings
     from crystalwatch.seeds import build_seed_library
     from crystalwatch.tasks import load_tasks
 
@@ -188,10 +189,10 @@ def trajectory_command(
     from crystalwatch.cli.tables import print_verdicts
     from crystalwatch.files import ensure_folder
     from crystalwatch.ladder import measure_ladder
-    from crystalwatch.measure import check_settings
     from crystalwatch.models import DTYPES, fingerprint, load_model
     from crystalwatch.phases import PhaseConfig
     from crystalwatch.records import Record, read_trajectory, run_files
+    from crystalwatch.scoring.backend import check_settings
     from crystalwatch.seeds import SeedLibrary, load_or_build
     from crystalwatch.sinks.console import print_events
     from crystalwatch.tasks import load_tasks

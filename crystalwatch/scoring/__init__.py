@@ -1,37 +1,26 @@
 """Scoring: rendering prompts, the scorer backends (exact trie scoring, sampling), multi-process sharding.
-Only this package calls the model."""
+Only this package calls the model.
 
-from crystalwatch.scoring.exact import score_all, score_requests
-from crystalwatch.scoring.model import PromptTooLongError, check_context, context_length, split_model
-from crystalwatch.scoring.prompts import (
-    DEFAULT_TERMINATORS,
-    TERMINATOR_SETS,
-    AmbiguousCandidatesError,
-    Candidate,
-    Request,
-    build_requests,
-    prompt_kind_for,
-    render_chat,
-    terminator_ids,
-)
-from crystalwatch.scoring.sampled import parse_answer, sample_requests
+The names below load their module on first use: ``prompts`` and ``backend`` (the settings' checks) need no
+torch, so settings and the commands that read files stay light; ``exact``, ``model`` and ``sampled`` import it."""
 
-__all__ = [
-    "DEFAULT_TERMINATORS",
-    "TERMINATOR_SETS",
-    "AmbiguousCandidatesError",
-    "Candidate",
-    "PromptTooLongError",
-    "Request",
-    "build_requests",
-    "check_context",
-    "context_length",
-    "parse_answer",
-    "prompt_kind_for",
-    "render_chat",
-    "sample_requests",
-    "score_all",
-    "score_requests",
-    "split_model",
-    "terminator_ids",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "score_all": "exact", "score_requests": "exact",
+    "PromptTooLongError": "model", "check_context": "model", "context_length": "model", "split_model": "model",
+    "DEFAULT_TERMINATORS": "prompts", "TERMINATOR_SETS": "prompts", "AmbiguousCandidatesError": "prompts",
+    "Candidate": "prompts", "Request": "prompts", "build_requests": "prompts", "prompt_kind_for": "prompts",
+    "render_chat": "prompts", "terminator_ids": "prompts",
+    "parse_answer": "sampled", "sample_requests": "sampled",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"crystalwatch.scoring.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'crystalwatch.scoring' has no attribute {name!r}")
+
+
+__all__ = sorted(_HOMES)

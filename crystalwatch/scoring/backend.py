@@ -16,8 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from crystalwatch.errors import check_choice
-from crystalwatch.scoring.prompts import Request
+from crystalwatch.errors import check_choice, check_int
+from crystalwatch.scoring.prompts import DEFAULT_TERMINATORS, TERMINATOR_SETS, Request
+
+KINDS = ("chat", "completion")  # prompt kinds
 
 
 @dataclass
@@ -71,3 +73,21 @@ def get_backend(name: str) -> Backend:
         module, attribute = BUILTIN[name].split(":")
         register(getattr(importlib.import_module(module), attribute))
     return _registered[name]
+
+
+def check_settings(
+    *, kind: str | None = None, estimator: str = "exact", terminators: str = DEFAULT_TERMINATORS, samples: int = 1,
+    batch_tokens: int = 1, option: str = "",
+) -> None:  # fmt: skip
+    """Check measuring settings before any model is loaded; errors name the setting (``option="--"``: as a
+    command-line option) and suggest the close value."""
+
+    def name(field: str) -> str:
+        return option + (field.replace("_", "-") if option else field)
+
+    if kind is not None:
+        check_choice(name("kind"), kind, KINDS)
+    check_choice(name("estimator"), estimator, backend_names())
+    check_choice(name("terminators"), terminators, TERMINATOR_SETS)
+    check_int(name("samples"), samples, 1)
+    check_int(name("batch_tokens"), batch_tokens, 1)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crystalwatch.errors import CrystalwatchError
-from crystalwatch.files import RepairWarning
+from crystalwatch.files import RepairWarning, ensure_folder
 from crystalwatch.phases import Event
 
 SCHEMA = "crystalwatch.trajectory/1"
@@ -211,7 +211,7 @@ def new_trajectory(folder: str | Path) -> Path:
     path = run_files(folder)[1]
     if path.exists():
         path.replace(path.with_name("trajectory.previous.jsonl"))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent)
     return path
 
 

@@ -130,9 +130,9 @@ def run_chain(chain: str | Path | dict[str, Any], on_stage: Callable[[str, Any],
     name = str(chain.get("run", out.name))
     trajectory = new_trajectory(out)  # a new chain is a new run
     stages = chain["stages"]
-    started = time.perf_counter()
     with mock.patch.dict(os.environ):  # the first stage's settings, for the seed library; a YAML `env:` stays in
         first = stage_args(stages[0]["recipe"], stages[0]["config"], stages[0].get("overrides", {}))
+    started = time.perf_counter()
     seeds = seed_library(chain["base"], out, first, chain.get("seeds"))
     library_seconds = time.perf_counter() - started
     model, offset, outputs, done = chain["base"], 0, [], []

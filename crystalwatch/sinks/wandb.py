@@ -51,7 +51,7 @@ class Alert:
     level: str
 
 
-def _alert_for(record: Record, event: Event, step: int) -> Alert:
+def _alert_for(record: Record, event: Event) -> Alert:
     task, to = str(record.task), alert_name(event)
     seed = event.seed or record.seed
     distance = number((record.metrics or {}).get("seed_distance"))
@@ -213,7 +213,7 @@ class WandbSink:
             for event in record.events or ():
                 if alert_name(event) not in self.alert_states:
                     continue
-                alert = _alert_for(record, event, step)
+                alert = _alert_for(record, event)
                 last = self._last_alert.get(alert.key)
                 if alert.key not in wanted and (last is None or now - last >= self.alert_min_interval_s):
                     wanted[alert.key] = alert

@@ -61,3 +61,9 @@ class Cadence:
         if n is not None:
             return n > 0 and step % n == 0
         return self.seconds + 2 * self.measure_seconds <= self.budget * self.train_seconds
+
+    def __str__(self) -> str:
+        n = self.every_n_steps
+        if n is None:
+            return f"adaptively (measuring <= {self.budget:.0%} of training time)"
+        return f"every {n} steps" if n else "at begin and end only"

@@ -12,24 +12,20 @@ It holds the tasks, the seed library, the phase tracker, the sinks, the cadence 
 
 A measurement flows one way: the scorer backend (``measure.run``) -> metrics and the seed comparison
 (``trajectory.observe``) -> the :class:`~crystalwatch.phases.PhaseTracker` -> :class:`~crystalwatch.records.Record`
--> every sink. Errors never break training: each is reported once with its traceback (then one line each)
-and counted; ``strict=True`` raises. With several processes every rank measures in lockstep, the main
-process decides the adaptive cadence and writes, and every stage (setup, the library, each measurement)
-ends with the ranks agreeing that it worked (one collective): a failure on any rank turns measuring off on
-every rank, so that no rank waits for another. The one exception is a failure inside a sharded engine's
-forward (FSDP2, ZeRO-3), which cannot be unwound: it stops the run with one error naming the rank and the
-cause. See docs/distributed.md.
+-> every sink. Its helpers: ``cadence.Cadence`` (when to measure; its own time against training time),
+``guard.Guard`` (errors are reported, never raised unless strict; ranks agree on every stage), the JSONL sink
+(the trajectory file: append, count, cut back on resume, replay to continue a run). With several processes every
+rank measures in lockstep and the main process decides the adaptive cadence and writes. See docs/distributed.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import json
 import logging
 import os
 import time
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -37,18 +33,19 @@ from typing import Any
 from crystalwatch.cadence import Cadence
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.files import write_atomic
+from crystalwatch.guard import Guard
 from crystalwatch.measure import Plan, plan, restored, run
 from crystalwatch.models import display_name
 from crystalwatch.phases import PhaseTracker
 from crystalwatch.records import Record, json_safe, run_files
-from crystalwatch.scoring.sharded import RankFault, broadcast, check_engine, context, describe, failures, lockstep
+from crystalwatch.scoring.sharded import broadcast, check_engine, context, lockstep
 from crystalwatch.seeds import SeedLibrary, load_or_build
 from crystalwatch.settings import CrystalWatchConfig
 from crystalwatch.sinks import default_sinks
 from crystalwatch.sinks.base import RunInfo, Sink
-from crystalwatch.sinks.jsonl import JsonlSink, TrajectoryWriter
+from crystalwatch.sinks.jsonl import JsonlSink, RunSoFar
 from crystalwatch.tasks import load_tasks
-from crystalwatch.trajectory import RunSoFar, observe, resume_run
+from crystalwatch.trajectory import observe
 
 logger = logging.getLogger("crystalwatch")
 
@@ -70,40 +67,15 @@ class Monitor:
     def __init__(self, seeds: str | Path | SeedLibrary | None = None, *, config: CrystalWatchConfig | None = None,
                  sinks: Sequence[Sink] | None = None, clock: Callable[[], float] = time.perf_counter,
                  **settings: Any) -> None:  # fmt: skip
-        self.library: SeedLibrary | None = seeds if isinstance(seeds, SeedLibrary) else None
-        if config is not None and settings:
-            raise CrystalwatchError(f"{type(self).__name__}: give config= or settings ({', '.join(settings)}), "
-                                    "not both")  # fmt: skip
-        config = config or CrystalWatchConfig.from_settings(settings, where=type(self).__name__)
-        if isinstance(seeds, SeedLibrary):
-            config = replace(config, seeds=config.seeds or seeds.provenance.get("path"))
-        elif seeds is not None:
-            config = replace(config, seeds=str(seeds))
-        self.config = config
-        # Everything that needs no model is checked now, before training starts: tasks, library, their match.
-        # Under a multi-process launch a file may be missing on one node only: that error waits for start(),
-        # where the ranks agree, so that no rank trains on alone and the others do not crash.
-        self.tasks: list[Any] = []
-        self._deferred: CrystalwatchError | None = None
-        try:
-            if self.library is None and self.config.seeds:
-                self.library = SeedLibrary.load(self.config.seeds)
-            self.tasks = load_tasks(self.config.tasks or (list(self.library.tasks) if self.library else None))
-            if self.library is not None:
-                self.library.check(self.tasks)
-        except CrystalwatchError as err:
-            if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-                raise
-            self._deferred = err
+        where = type(self).__name__
+        self.config, self.library, self.tasks, self._deferred = _configured(seeds, config, settings, where)
         self.tracker = PhaseTracker(self.config.phases)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else []
         self._explicit_sinks = sinks is not None
         self.cadence = Cadence(clock, self.config.every_n_steps, self.config.budget)
-        self.errors = 0  # errors reported (not raised)
-        self.last_error = ""  # the last of them, as "Type: message"
+        self.guard = Guard(self.config.strict)
         self.index = 0  # the next measurement's index in the run
         self.last_step: int | None = None  # the last step measured (trainer steps, without step_offset)
-        self.records_written = 0  # records in the trajectory file (all runs), for resume
         self.active = False  # set up and measuring
         self.main = True
         self.run_name = ""
@@ -112,7 +84,6 @@ class Monitor:
         self.resumed: RunSoFar | None = None  # what the trajectory held for this run when it was continued
         self._plan: Plan | None = None
         self._tokenizer: Any = None
-        self._reported = False
         self._closed = False
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -133,18 +104,21 @@ class Monitor:
         out = Path(output_dir)
         # Each stage ends with every rank agreeing (one collective), so a failure on one rank turns measuring
         # off everywhere instead of leaving the others waiting in a collective it never joins.
-        self.active = self._agreed("setting up", lambda: self._setup(model, tokenizer, out, run_name))
+        self.active = self.guard.agreed("setting up", lambda: self._setup(model, tokenizer, out, run_name))
         if self.active and self.library is None:
             path = run_files(out)[0]
             exists = bool(broadcast(path.is_file()))  # the main process decides: load it, or all ranks build
             with lockstep():
-                self.active = self._agreed("building the seed library", lambda: self._library_for(model, path, exists))
+                self.active = self.guard.agreed("building the seed library",
+                                                lambda: self._library_for(model, path, exists))  # fmt: skip
         if self.active:
-            with self._guard("finding the run's position in its trajectory"):
+            if self.main and not self._explicit_sinks:
+                self.sinks = default_sinks(self.trajectory, self.config, report_to)
+            with self.guard("finding the run's position in its trajectory"):
                 self._position(step, state)
             self.index, self.last_step = broadcast((self.index, self.last_step))  # every rank decides alike
             if self.main:
-                self._open_sinks(out, report_to)
+                self._start_sinks(out)
         if self.active and measure and step != self.last_step:
             self.measure(model, step)
         return self.active
@@ -200,7 +174,7 @@ class Monitor:
                               model=model_name or self.model_name)  # fmt: skip
 
         with lockstep():
-            ok = self._agreed(f"measuring at step {step}", work)
+            ok = self.guard.agreed(f"measuring at step {step}", work)
         if ok:
             self.index += 1
             self.last_step = step
@@ -222,70 +196,42 @@ class Monitor:
             return
         self._closed = True
         for sink in self.sinks:
-            with self._guard(f"closing the {sink.name} sink"):
+            with self.guard(f"closing the {sink.name} sink"):
                 sink.close()
 
     # -- state for checkpoints --------------------------------------------------------------------------------
+    @property
+    def errors(self) -> int:
+        """Errors reported (not raised) so far."""
+        return self.guard.errors
+
     def state_dict(self) -> dict[str, Any]:
-        """Trajectory position, tracker (hysteresis counters, last consensus) and error count."""
-        return {"index": self.index, "last_step": self.last_step, "records_written": self.records_written,
+        """Trajectory position (the records the file holds), tracker (hysteresis counters, last consensus) and
+        error count."""
+        journal = self._journal()
+        return {"index": self.index, "last_step": self.last_step, "records_written": journal.count if journal else 0,
                 "errors": self.errors, "tracker": self.tracker.state_dict(), "run": self.run_name}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.index, self.last_step = state["index"], state["last_step"]
-        self.records_written, self.errors = state["records_written"], state["errors"]
+        """Restore :meth:`state_dict` (the trajectory file is cut back to it when the monitor starts)."""
+        self.index, self.last_step, self.guard.errors = state["index"], state["last_step"], state["errors"]
         self.tracker = PhaseTracker.from_state_dict(state["tracker"])
         self.run_name = state.get("run") or self.run_name
 
     @_own_time
     def save_state(self, folder: str | Path, name: str = "crystalwatch_state.json") -> None:
         """Write :meth:`state_dict` into a checkpoint folder (main process; all or nothing)."""
-        import json
-
         if self.main and self.active:
-            with self._guard("saving the monitor state"):
+            with self.guard("saving the monitor state"):
                 write_atomic(Path(folder) / name, json.dumps(self.state_dict()))
 
     # -- internals --------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
-        """Report an error once with its traceback (then one line each), count it, and carry on."""
-        try:
-            yield
-        except Exception as err:
-            self.errors += 1
-            self.last_error = str(err) if isinstance(err, RankFault) else f"{type(err).__name__}: {err}"
-            if self.config.strict:
-                raise
-            if isinstance(err, RankFault) and err.fatal:  # the other ranks wait where this one cannot follow
-                logger.error("crystalwatch: %s", err)
-                raise
-            if not self._reported:
-                logger.warning("crystalwatch: error while %s (training continues; strict=True raises):\n%s",
-                               what, traceback.format_exc())  # fmt: skip
-                self._reported = True
-            else:
-                logger.warning("crystalwatch: error while %s: %s: %s", what, type(err).__name__, err)
-
     def _prepare(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
         cfg = self.config
         self._plan = plan(tokenizer, self.tasks, kind=cfg.kind, terminators=cfg.terminators)
         if self.library is not None and self.library.provenance.get("tokenizer_hash"):
             self.library.check([], tokenizer)  # the tasks were checked when the monitor was made
-
-    def _agreed(self, what: str, work: Callable[[], None]) -> bool:
-        """Run ``work`` guarded; True when it succeeded on every rank (a collective, which names the ranks that
-        failed and why to every rank)."""
-        error: str | None = "not run"
-        with self._guard(what):
-            work()
-            error = None
-        failed = failures(self.last_error if error else None)
-        if failed and context()[1] > 1:
-            logger.warning("crystalwatch: %s failed on %s; measuring is off on every process and training goes on",
-                           what, describe(failed))  # fmt: skip
-        return not failed
 
     def _setup(self, model: Any, tokenizer: Any, output_dir: Path, run_name: str | None) -> None:
         """Everything local (no collective): checks, names, the tokenised plan, the trajectory path."""
@@ -312,61 +258,79 @@ class Monitor:
                                          terminators=self.config.terminators)  # fmt: skip
         self.config.seeds = self.library.provenance.get("path")
 
+    def _journal(self) -> JsonlSink | None:
+        """The sink that owns the trajectory file (main process; None when the sinks given have none)."""
+        return next((s for s in self.sinks if isinstance(s, JsonlSink)), None)
+
     def _position(self, step: int, state: dict[str, Any] | None) -> None:
-        """Where the run stands: a checkpoint's saved state, a new segment, or a run the trajectory continues."""
-        assert self.trajectory is not None
+        """Where the run stands: a checkpoint's saved state (the file is cut back to it), a new segment, or a run
+        the trajectory continues (its records are replayed: index, states, hysteresis and velocity go on)."""
         if state is not None:
-            self._resume(state)
-        elif step > 0:
+            self.load_state_dict(state)
+        journal = self._journal()
+        if journal is None:
+            return
+        if state is not None:
+            journal.cut_back(state["records_written"])
+            return
+        so_far = self.resumed = journal.replay(self.run_name, self.tracker if step == 0 else None)
+        if step > 0:
             logger.warning("crystalwatch: starting at step %d without a saved monitor state: a new trajectory "
                            "segment starts here", step)  # fmt: skip
-        elif self.main and self.trajectory.is_file():
-            self._continue()
-
-    def _resume(self, state: dict[str, Any]) -> None:
-        """Restore a checkpoint's state and drop records written after it (an abandoned future)."""
-        self.load_state_dict(state)
-        if self.main and self.trajectory is not None:
-            TrajectoryWriter(self.trajectory).keep(self.records_written)
-
-    def _continue(self) -> None:
-        """A new stage writing into an existing trajectory of the same run: replay its records so that the
-        index, the tracker's states and hysteresis, and velocity continue where the last stage ended."""
-        assert self.trajectory is not None
-        so_far = self.resumed = resume_run(self.trajectory, self.run_name, self.tracker)
-        self.records_written = so_far.records
-        if so_far.last_step is not None:
+        elif so_far.last_step is not None:
             self.index = so_far.next_index
             if so_far.last_step == self.config.step_offset:  # that step is measured already (the last stage's end)
                 self.last_step = 0
-            logger.warning("crystalwatch: continuing run %r of %s after step %d", self.run_name, self.trajectory,
+            logger.warning("crystalwatch: continuing run %r of %s after step %d", self.run_name, journal.path,
                            so_far.last_step)  # fmt: skip
 
-    def _open_sinks(self, output_dir: Path, report_to: str | Sequence[str] | None) -> None:
+    def _start_sinks(self, output_dir: Path) -> None:
         cfg = self.config
         assert self.trajectory is not None and self._plan is not None and self.library is not None
-        if not self._explicit_sinks:
-            self.sinks = default_sinks(self.trajectory, cfg, report_to)
         lib = self.library
         info = RunInfo(self.run_name, output_dir, json_safe(asdict(cfg)), lib.provenance.get("path"),
                        lib.digest or None, lib.provenance.get("model"), cfg.label, self.trajectory)  # fmt: skip
         for sink in self.sinks:
-            with self._guard(f"starting the {sink.name} sink"):
+            with self.guard(f"starting the {sink.name} sink"):
                 sink.start(info)
         if cfg.console:
-            n = sum(len(r) for r in self._plan.requests.values())
-            cadence = f"every {cfg.every_n_steps} steps" if cfg.every_n_steps else "at begin and end only"
-            if cfg.every_n_steps is None:
-                cadence = f"adaptively (measuring <= {cfg.budget:.0%} of training time)"
-            sinks = ", ".join(s.name for s in self.sinks)
+            prompts = sum(len(r) for r in self._plan.requests.values())
             logger.warning("crystalwatch: %d tasks, %d %s prompts, measured %s -> %s (%s)", len(self._plan.tasks),
-                           n, self._plan.kind, cadence, self.trajectory, sinks)  # fmt: skip
+                           prompts, self._plan.kind, self.cadence, self.trajectory,
+                           ", ".join(s.name for s in self.sinks))  # fmt: skip
 
     def _emit(self, records: list[Record], step: int, seconds: float) -> None:
         """Main process only: every sink in order, the trajectory first (so tracker trouble loses nothing)."""
         extra = {"errors": float(self.errors), "measure_seconds": seconds}
         for sink in self.sinks:
-            with self._guard(f"writing to the {sink.name} sink"):
+            with self.guard(f"writing to the {sink.name} sink"):
                 sink.write(records, step, extra)
-                if isinstance(sink, JsonlSink):
-                    self.records_written += len(records)
+
+
+def _configured(
+    seeds: str | Path | SeedLibrary | None, config: CrystalWatchConfig | None, settings: dict[str, Any], where: str
+) -> tuple[CrystalWatchConfig, SeedLibrary | None, list[Any], CrystalwatchError | None]:
+    """The settings, library and tasks a monitor is made with, all checked before training starts (the tasks,
+    the library, their match). Under a multi-process launch a file may be missing on one node only: that error
+    is returned (deferred), to be raised in ``start()`` where the ranks agree, so that no rank trains on alone
+    and the others do not crash."""
+    if config is not None and settings:
+        raise CrystalwatchError(f"{where}: give config= or settings ({', '.join(settings)}), not both")
+    config = config or CrystalWatchConfig.from_settings(settings, where=where)
+    library = seeds if isinstance(seeds, SeedLibrary) else None
+    if library is not None:
+        config = replace(config, seeds=config.seeds or library.provenance.get("path"))
+    elif seeds is not None:
+        config = replace(config, seeds=str(seeds))
+    tasks: list[Any] = []
+    try:
+        if library is None and config.seeds:
+            library = SeedLibrary.load(config.seeds)
+        tasks = load_tasks(config.tasks or (list(library.tasks) if library else None))
+        if library is not None:
+            library.check(tasks)
+    except CrystalwatchError as err:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            raise
+        return config, library, tasks, err
+    return config, library, tasks, None

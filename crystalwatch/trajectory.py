@@ -2,15 +2,13 @@
 
 ``observe`` is the one step every measurement goes through (the Monitor calls it): it compares a
 :class:`~crystalwatch.measure.Measurement` with the seed library, feeds the tracker and returns the
-records of docs/trajectory.md. ``resume_run`` replays a run's records into a tracker.
+records of docs/trajectory.md; ``reread`` reads a run's records again with another phase model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +16,7 @@ from crystalwatch import metrics
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.measure import Measurement, TaskResult, VariantResult
 from crystalwatch.phases import PhaseConfig, PhaseTracker, verdict
-from crystalwatch.records import Record, read_trajectory
+from crystalwatch.records import Record
 from crystalwatch.scoring import Request
 from crystalwatch.seeds import SeedLibrary
 from crystalwatch.tasks import load_task
@@ -125,30 +123,3 @@ def check_ladder(models: Sequence[str], labels: Sequence[str] | None, steps: Seq
             raise CrystalwatchError(f"{len(models)} models but {len(given)} {name}: give one per model, in order")
     if steps is not None and any(b <= a for a, b in zip(steps, steps[1:])):
         raise CrystalwatchError(f"steps {list(steps)} must increase from one checkpoint to the next")
-
-
-@dataclass
-class RunSoFar:
-    """What an existing trajectory file already holds for one run (see :func:`resume_run`)."""
-
-    next_index: int = 0  # the index the run's next measurement gets
-    last_step: int | None = None  # the run's last measured step (None: the run is new)
-    library: str | None = None  # the digest of the library its last record was compared with
-    records: int = 0  # records in the file, all runs
-
-
-def resume_run(path: str | Path, run: str, tracker: PhaseTracker) -> RunSoFar:
-    """Replay the records of ``run`` already in the trajectory at ``path`` into ``tracker`` (states,
-    hysteresis, last consensus for velocity), so that a new stage or a new ladder continues the run
-    without duplicate (run, index, task) keys."""
-    path = Path(path)
-    if not path.is_file():
-        return RunSoFar()
-    records = read_trajectory(path, empty_ok=True)
-    mine = [r for r in records if r.run == run]
-    for r in mine:
-        tracker.update(r.step, r.task, r.metrics, np.array(r.consensus, dtype=float), r.seed)
-    if not mine:
-        return RunSoFar(records=len(records))
-    last = mine[-1]
-    return RunSoFar(last.index + 1, last.step, last.library, len(records))

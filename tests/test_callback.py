@@ -439,3 +439,27 @@ def test_bf16_model_with_gradient_accumulation(folder, tmp_path):
     records = trajectory_of(tmp_path / "out")
     assert [r["step"] for r in records][:: len(TASKS)] == [0, 2, 4] and cb.errors == 0
     assert all(abs(sum(r["consensus"]) - 1) < 1e-4 for r in records)  # distributions (the fp32 softmax: test_exact.py)
+
+
+def test_a_checkpoint_of_a_new_segment_keeps_the_records_before_it(folder, tmp_path):
+    """A run started at step 5 without a saved state writes a new segment after the records already in the file;
+    the state a checkpoint of it saves counts every record in the file, so resuming from it keeps them all (it used
+    to count only the segment's own, and resuming cut the earlier records away)."""
+    from crystalwatch import Monitor
+    from crystalwatch.records import read_trajectory, run_files
+
+    model, tok = load(folder)
+    out = tmp_path / "out"
+    first = Monitor(tasks=TASKS, every_n_steps=0, console=False)
+    first.start(model, tok, output_dir=out)
+    first.close()
+    segment = Monitor(tasks=TASKS, every_n_steps=1, console=False)
+    segment.start(model, tok, step=5, output_dir=out, measure=False)
+    segment.step(model, 6)
+    state = segment.state_dict()
+    segment.close()
+    assert state["records_written"] == 2 * len(TASKS)
+    resumed = Monitor(tasks=TASKS, every_n_steps=1, console=False)
+    resumed.start(model, tok, step=6, output_dir=out, state=state)
+    resumed.close()
+    assert [r.step for r in read_trajectory(run_files(out)[1])][:: len(TASKS)] == [0, 6]

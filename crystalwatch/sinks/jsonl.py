@@ -1,12 +1,20 @@
-"""The JSONL trajectory sink: one record per (measurement, task), appended in whole lines (docs/trajectory.md)."""
+"""The JSONL trajectory sink: one record per (measurement, task), appended in whole lines (docs/trajectory.md).
+
+It owns the file: appending, repairing a torn last line, counting its records (a checkpoint keeps the count),
+cutting it back when a run resumes from a checkpoint, and replaying a run's records when a new stage continues it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from crystalwatch.files import append_lines, ensure_folder, write_atomic
-from crystalwatch.records import Record, TrajectoryError, record_lines
+from crystalwatch.phases import PhaseTracker
+from crystalwatch.records import Record, TrajectoryError, read_trajectory, record_lines
 from crystalwatch.sinks.base import RunInfo
 
 
@@ -43,6 +51,16 @@ def _is_gzip(path: Path) -> bool:
         return False
 
 
+@dataclass
+class RunSoFar:
+    """What an existing trajectory file already holds for one run (see :meth:`JsonlSink.replay`)."""
+
+    next_index: int = 0  # the index the run's next measurement gets
+    last_step: int | None = None  # the run's last measured step (None: the run is new)
+    library: str | None = None  # the digest of the library its last record was compared with
+    records: int = 0  # records in the file, all runs
+
+
 class JsonlSink:
     """The trajectory file as a sink (always on; the main process only)."""
 
@@ -50,14 +68,38 @@ class JsonlSink:
 
     def __init__(self, path: str | Path) -> None:
         self.writer = TrajectoryWriter(path)
-        self.written = 0  # records written by this sink
+        self.count = 0  # records in the file (all runs) once replay() or cut_back() read it; checkpoints keep it
+
+    @property
+    def path(self) -> Path:
+        return self.writer.path
+
+    def replay(self, run: str, tracker: PhaseTracker | None) -> RunSoFar:
+        """Count the file's records and replay those of ``run`` into ``tracker`` (states, hysteresis, the last
+        consensus for velocity), so that a new stage or a new ladder continues the run without duplicate
+        (run, index, task) keys. ``tracker=None`` only counts (a new segment of a run)."""
+        records = read_trajectory(self.path, empty_ok=True) if self.path.is_file() else []
+        self.count = len(records)
+        mine = [r for r in records if r.run == run] if tracker is not None else []
+        for r in mine:
+            tracker.update(r.step, r.task, r.metrics, np.array(r.consensus, dtype=float), r.seed)  # type: ignore[union-attr]
+        if not mine:
+            return RunSoFar(records=self.count)
+        last = mine[-1]
+        return RunSoFar(last.index + 1, last.step, last.library, self.count)
+
+    def cut_back(self, records: int) -> None:
+        """Keep the file's first ``records`` records: resuming from a checkpoint, what was written after it is an
+        abandoned future."""
+        self.writer.keep(records)
+        self.count = records
 
     def start(self, run: RunInfo) -> None:
         pass
 
     def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
         self.writer.write(records)
-        self.written += len(records)
+        self.count += len(records)
 
     def close(self) -> None:
         pass

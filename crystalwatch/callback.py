@@ -5,10 +5,11 @@ Add it to any ``transformers.Trainer`` (TRL's SFT, DPO, GRPO, ... trainers inclu
     trainer = SFTTrainer(..., callbacks=[CrystalWatchCallback(seeds="gemma.seeds.json.gz", every_n_steps=50)])
 
 It turns Trainer events into Monitor calls: train begin -> ``start`` (measures the starting model, or
-resumes the checkpoint's state), each optimizer step -> ``step`` with the step's time, save -> the
-monitor's state into ``checkpoint-N/``, the last step (or train end) -> ``close``, before the Trainer's
-tracker callbacks end their runs. The trackers follow ``args.report_to`` (W&B, TensorBoard, trackio, MLflow;
-JSONL and console always). Settings: docs/callback.md.
+resumes the checkpoint's state), each optimizer step -> ``step`` with the step's time (a reading that asks to
+save or stop, by ``save_on``, ``stop_on`` or ``on_transition``, sets ``control.should_save`` /
+``control.should_training_stop`` on every rank), save -> the monitor's state into ``checkpoint-N/``, the last
+step (or train end) -> ``close``, before the Trainer's tracker callbacks end their runs. The trackers follow
+``args.report_to`` (W&B, TensorBoard, trackio, MLflow; JSONL and console always). Settings: docs/callback.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from crystalwatch.actions import Transition
 from crystalwatch.monitor import Monitor
 from crystalwatch.records import Record, read_trajectory, run_files
 from crystalwatch.seeds import SeedLibrary
@@ -38,10 +40,11 @@ class CrystalWatchCallback(TrainerCallback):
     """Live phase monitoring in a Trainer; see the module docstring and docs/callback.md."""
 
     def __init__(self, seeds: str | Path | SeedLibrary | None = None, *, config: CrystalWatchConfig | None = None,
+                 on_transition: Callable[[Transition], Any] | None = None,
                  clock: Callable[[], float] = time.perf_counter, **settings: Any) -> None:  # fmt: skip
         if config is None:  # built here, so that a bad setting's error names this class
             config, settings = CrystalWatchConfig.from_settings(settings, where=type(self).__name__), {}
-        self.monitor = Monitor(seeds, config=config, clock=clock, **settings)
+        self.monitor = Monitor(seeds, config=config, on_transition=on_transition, clock=clock, **settings)
         self._clock = clock
         self._step_started: float | None = None
 
@@ -58,7 +61,8 @@ class CrystalWatchCallback(TrainerCallback):
                        **kwargs: Any) -> None:  # fmt: skip
         saved = _saved_state(args, state.global_step) if state.global_step > 0 else None
         self.monitor.start(model, processing_class, step=state.global_step, output_dir=args.output_dir,
-                           report_to=args.report_to, run_name=_tracker_run_name(args), state=saved)  # fmt: skip
+                           report_to=args.report_to, run_name=_tracker_run_name(args), state=saved,
+                           total_steps=state.max_steps)  # fmt: skip
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step_started = self._clock()
@@ -66,7 +70,11 @@ class CrystalWatchCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         seconds = 0.0 if self._step_started is None else self._clock() - self._step_started
         self._step_started = None
-        self.monitor.step(model, state.global_step, seconds=seconds)
+        reading = self.monitor.step(model, state.global_step, seconds=seconds)
+        if reading.save:  # a normal Trainer checkpoint, at this step, with the monitor's state (on_save)
+            control.should_save = True
+        if reading.stop:
+            control.should_training_stop = True
         if state.global_step >= state.max_steps or control.should_training_stop:
             # The last step: measure and close now, before the Trainer's own tracker callbacks end their runs
             # in on_train_end (they come first in the callback list).

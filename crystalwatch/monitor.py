@@ -30,6 +30,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from crystalwatch.actions import Actions, Reading, Transition
 from crystalwatch.cadence import Cadence
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.files import write_atomic
@@ -65,8 +66,8 @@ class Monitor:
     """Measures a model's phases during training; see the module docstring and docs/architecture.md."""
 
     def __init__(self, seeds: str | Path | SeedLibrary | None = None, *, config: CrystalWatchConfig | None = None,
-                 sinks: Sequence[Sink] | None = None, clock: Callable[[], float] = time.perf_counter,
-                 **settings: Any) -> None:  # fmt: skip
+                 sinks: Sequence[Sink] | None = None, on_transition: Callable[[Transition], Any] | None = None,
+                 clock: Callable[[], float] = time.perf_counter, **settings: Any) -> None:  # fmt: skip
         where = type(self).__name__
         self.config, self.library, self.tasks, self._deferred = _configured(seeds, config, settings, where)
         self.tracker = PhaseTracker(self.config.phases)
@@ -74,6 +75,9 @@ class Monitor:
         self._explicit_sinks = sinks is not None
         self.cadence = Cadence(clock, self.config.every_n_steps, self.config.budget)
         self.guard = Guard(self.config.strict)
+        cfg = self.config
+        self.actions = Actions(cfg.save_on, cfg.stop_on, on_transition, cfg.alert_states if cfg.alerts else (),
+                               cfg.alert_min_interval_s, guard=self.guard)  # fmt: skip
         self.index = 0  # the next measurement's index in the run
         self.last_step: int | None = None  # the last step measured (trainer steps, without step_offset)
         self.active = False  # set up and measuring
@@ -90,9 +94,12 @@ class Monitor:
     @_own_time
     def start(self, model: Any, tokenizer: Any, *, step: int = 0, output_dir: str | Path = ".",
               report_to: str | Sequence[str] | None = None, run_name: str | None = None,
-              state: dict[str, Any] | None = None, measure: bool = True) -> bool:  # fmt: skip
+              state: dict[str, Any] | None = None, measure: bool = True,
+              total_steps: int | None = None) -> bool:  # fmt: skip
         """Set up for a run and (``measure=True``) measure ``step`` unless it is measured already.
 
+        ``total_steps`` (the run's last step, when known) lets the adaptive cadence front-load its measurements
+        (``cadence.py``).
         ``state`` is a :meth:`state_dict` saved with the checkpoint the run resumes from: the trajectory is
         cut back to it. ``report_to`` names the trackers (the config's ``report_to`` wins when set). Every
         rank must call it; returns whether measuring is on (off when setup failed on any rank).
@@ -100,7 +107,7 @@ class Monitor:
         rank, _ = context()
         self.main = rank == 0
         self._closed = False
-        self.cadence.new_run()  # a new run: its training time counts from the end of this call
+        self.cadence.new_run(step, total_steps)  # a new run: its training time counts from the end of this call
         out = Path(output_dir)
         # Each stage ends with every rank agreeing (one collective), so a failure on one rank turns measuring
         # off everywhere instead of leaving the others waiting in a collective it never joins.
@@ -123,17 +130,18 @@ class Monitor:
             self.measure(model, step)
         return self.active
 
-    def step(self, model: Any, step: int, *, seconds: float | None = None) -> list[Record]:
+    def step(self, model: Any, step: int, *, seconds: float | None = None) -> Reading:
         """Count ``seconds`` of training (default: the time since the monitor last returned) and measure
-        ``step`` if it is due: every ``every_n_steps``, or adaptively within the time ``budget``."""
+        ``step`` if it is due: every ``every_n_steps``, or adaptively within the time ``budget``. Returns the
+        measurement's :class:`~crystalwatch.actions.Reading` (empty when nothing was measured)."""
         self.cadence.trained(seconds)
         if self.active and step != self.last_step and self._due(step):
             return self.measure(model, step)
-        return []
+        return Reading()
 
     def _due(self, step: int) -> bool:
         """``Cadence.due``; the adaptive decision is the main process's, broadcast (ranks' clocks disagree)."""
-        due = self.cadence.due(step)
+        due = self.cadence.due(step, self.last_step)
         return due if self.cadence.fixed else bool(broadcast(due))
 
     @property
@@ -148,14 +156,15 @@ class Monitor:
 
     @_own_time
     def measure(self, model: Any, step: int, *, tokenizer: Any = None, label: str | None = None,
-                model_name: str | None = None) -> list[Record]:  # fmt: skip
-        """Measure now, write to every sink, and return the records (one per task; empty after an error).
+                model_name: str | None = None) -> Reading:  # fmt: skip
+        """Measure now, write to every sink, and return the :class:`~crystalwatch.actions.Reading`: the records
+        (one per task; none after an error), their transitions, and whether to save or stop (every rank alike).
 
         ``tokenizer`` (a checkpoint with another tokenizer), ``label`` and ``model_name`` apply to this
         measurement only; a ladder of checkpoints passes them for each one.
         """
         if not self.active or self._plan is None or self.library is None:
-            return []
+            return Reading()
         clock = self.cadence.clock
         start = clock()
         records: list[Record] = []
@@ -175,17 +184,26 @@ class Monitor:
 
         with lockstep():
             ok = self.guard.agreed(f"measuring at step {step}", work)
+        reading = Reading()
         if ok:
             self.index += 1
             self.last_step = step
+            reading = self._decided(records)
             if self.main:
-                self._emit(records, step, clock() - start)  # trackers: the trainer's own step axis
-        else:
-            records = []
-            if context()[1] > 1:  # the ranks agreed: measuring is off on every rank for the rest of the run
-                self.active = False
+                self._emit(reading, step, clock() - start)  # trackers: the trainer's own step axis
+        elif context()[1] > 1:  # the ranks agreed: measuring is off on every rank for the rest of the run
+            self.active = False
         self.cadence.measure_seconds = clock() - start
-        return records
+        return reading
+
+    def _decided(self, records: list[Record]) -> Reading:
+        """The main process decides the alerts and actions; every rank gets its save, stop and reasons."""
+        reading = Reading(records)
+        if self.main:
+            with self.guard("deciding on the measurement's transitions"):
+                reading = self.actions.decide(records)
+        reading.save, reading.stop, reading.reasons = broadcast((reading.save, reading.stop, reading.reasons))
+        return reading
 
     @_own_time
     def close(self, model: Any = None, step: int | None = None) -> None:
@@ -299,7 +317,7 @@ class Monitor:
                            prompts, self._plan.kind, self.cadence, self.trajectory,
                            ", ".join(s.name for s in self.sinks))  # fmt: skip
 
-    def _emit(self, records: list[Record], step: int, seconds: float) -> None:
+    def _emit(self, records: Reading, step: int, seconds: float) -> None:
         """Main process only: every sink in order, the trajectory first (so tracker trouble loses nothing)."""
         extra = {"errors": float(self.errors), "measure_seconds": seconds}
         for sink in self.sinks:

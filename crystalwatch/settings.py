@@ -52,11 +52,15 @@ class CrystalWatchConfig:
     model: str | None = setting(None, "the model's name in the records; default: the reference it was loaded by")
     trajectory: str | None = setting(None, "default: <output_dir>/crystalwatch/trajectory.jsonl")
     report_to: str | list[str] | None = setting(None, "trackers; None: the Trainer's args.report_to (Monitor: none)")
-    alerts: bool = setting(True, "tracker alerts (W&B) on transitions into alert_states")
+    alerts: bool = setting(True, "alerts on transitions into alert_states: W&B and trackio alerts, and a log line")
     alert_states: tuple[str, ...] = setting(("nucleated", "foreign", "warning"),
                                             "states whose transitions raise a tracker alert ('warning': the early "
                                             "warning)")
     alert_min_interval_s: float = setting(300.0, "seconds between two alerts of the same (task, state)")
+    save_on: tuple[str, ...] = setting((), "states whose entry saves a checkpoint (a Trainer checkpoint with the "
+                                           "monitor's state; 'warning': the early warning); Monitor: Reading.save")
+    stop_on: tuple[str, ...] = setting((), "states whose entry stops training, the reason logged and alerted "
+                                           "(Trainer: should_training_stop; Monitor: Reading.stop)")
     images: str = setting(
         "transitions", 'consensus-vs-seed bar charts (W&B native chart, TensorBoard image): "transitions" (a task\'s '
         'first measurement and each transition), "all" (every measurement) or "none"'
@@ -86,7 +90,10 @@ class CrystalWatchConfig:
                        samples=self.samples, batch_tokens=self.batch_tokens)  # fmt: skip
         check_int("step_offset", self.step_offset, 0)
         check_number("alert_min_interval_s", self.alert_min_interval_s, 0, float("inf"))
-        self.alert_states = tuple(check_choice("alert_states", s, (*STATES, "warning")) for s in self.alert_states)
+        for name in ("alert_states", "save_on", "stop_on"):
+            given = getattr(self, name)
+            given = [given] if isinstance(given, str) else given
+            setattr(self, name, tuple(check_choice(name, s, (*STATES, "warning")) for s in given))
         tracker_names(self.report_to)  # unknown trackers fail here
         if isinstance(self.images, bool):
             self.images = "all" if self.images else "none"

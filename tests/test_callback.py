@@ -12,6 +12,7 @@ from datasets import Dataset
 
 from crystalwatch import SeedLibrary, load_task
 from crystalwatch.callback import CrystalWatchCallback, trajectory_of
+from crystalwatch.records import read_trajectory
 
 TASKS = ["integer_1_10", "coin_flip"]
 CPU = dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", activation_checkpointing=False,
@@ -360,13 +361,19 @@ class FakeClock:
 
 
 def test_adaptive_cadence_holds_its_budget_on_a_fake_clock(folder, tmp_path, monkeypatch):
-    """Every training step takes 1 s and every measurement 0.25 s of a fake clock, budget 1/8. A measurement is
-    due when what the monitor spent so far, this measurement and the final one fit in the budget of the training
-    so far: after the start (0.25 s) that is at 6 s of training, then every 2 s; the whole cost stays within it."""
+    """Every training step takes 1 s and every measurement 0.25 s of a fake clock, budget 1/8, 13 steps.
+
+    In a Trainer the length is known (max_steps), so the cadence front-loads: at each step it projects the run
+    (13 s of training, a budget of 1.625 s), counts the measurements still affordable after what was spent and the
+    final one, and spreads them log-uniformly over the steps left: steps 1, 3, 6, 9 (worked out in
+    docs/callback.md). In a loop of one's own without ``total_steps`` it pays as it goes: a measurement is due when
+    what was spent, this one and the final one fit in the budget of the training so far: at 6 s, then every 2 s.
+    Both end within the budget, the start and the end included."""
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
     import crystalwatch.monitor as module
+    from crystalwatch import Monitor
 
     monitor = CrystalWatchCallback(tasks=TASKS, budget=0.02).monitor
     cadence = monitor.cadence
@@ -393,9 +400,19 @@ def test_adaptive_cadence_holds_its_budget_on_a_fake_clock(folder, tmp_path, mon
     SFTTrainer(model=model, args=sft_config(tmp_path, max_steps=13), train_dataset=sft_data(), processing_class=tok,
                callbacks=[OneSecondSteps(), cb]).train()  # fmt: skip
     steps = [r["step"] for r in trajectory_of(tmp_path / "out")][:: len(TASKS)]
-    assert steps == [0, 6, 8, 10, 12, 13]  # 13: the final measurement
+    assert steps == [0, 1, 3, 6, 9, 13]  # 13: the final measurement
     assert cb.train_seconds == 13.0 and cb.seconds == pytest.approx(0.25 * 6)
     assert cb.seconds <= 0.125 * cb.train_seconds  # the whole cost, the start and the end included
+
+    loop = Monitor(tasks=TASKS, budget=0.125, clock=clock, console=False)
+    loop.start(model, tok, output_dir=tmp_path / "loop")  # no total_steps: pay as you go
+    for step in range(1, 14):
+        clock.now += 1.0
+        loop.step(model, step)
+    loop.close(model, 13)
+    steps = [r.step for r in read_trajectory(tmp_path / "loop" / "crystalwatch" / "trajectory.jsonl")][:: len(TASKS)]
+    assert steps == [0, 6, 8, 10, 12, 13]
+    assert loop.train_seconds == 13.0 and loop.seconds == pytest.approx(0.25 * 6)
 
 
 def test_own_time_is_kept_out_of_training_time(folder, tmp_path):
@@ -463,3 +480,70 @@ def test_a_checkpoint_of_a_new_segment_keeps_the_records_before_it(folder, tmp_p
     resumed.start(model, tok, step=6, output_dir=out, state=state)
     resumed.close()
     assert [r.step for r in read_trajectory(run_files(out)[1])][:: len(TASKS)] == [0, 6]
+
+
+def _forced(folder, tmp_path):
+    """The tiny model, a library of its 1-10 answers, and SFT data that always gives its favourite answer: the
+    task goes liquid -> nucleated within 40 steps (test_forced_nucleation_is_seen_live_in_wandb)."""
+    from crystalwatch import build_seed_library
+
+    model, tok = load(folder)
+    library = build_seed_library(model, tok, ["integer_1_10"], kinds=("chat",), model_name=folder)
+    library.save(tmp_path / "seeds.json")
+    seed = library.tasks["integer_1_10"].seeds[0]
+    return model, tok, sft_data(library.tasks["integer_1_10"].outcomes[int(np.argmax(seed.centroid))], n=160)
+
+
+def test_a_transition_saves_a_checkpoint_that_resumes_and_calls_the_user_function(folder, tmp_path):
+    """save_on=("nucleated",): the Trainer saves checkpoint-<step of the transition> (with the monitor's state)
+    though its own save strategy is "no"; on_transition is called once per transition, with the record; a run
+    resumed from that checkpoint continues the trajectory from it."""
+    from trl import SFTTrainer
+
+    model, tok, data = _forced(folder, tmp_path)
+    calls = []
+    cb = CrystalWatchCallback(tmp_path / "seeds.json", tasks=["integer_1_10"], every_n_steps=5,
+                              save_on=("nucleated",), on_transition=calls.append)  # fmt: skip
+    args = sft_config(tmp_path, max_steps=40, learning_rate=3e-3)
+    SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[cb]).train()
+    records = trajectory_of(tmp_path / "out")
+    events = [e for r in records for e in r.events]
+    into = next(e for e in events if e.to_state == "nucleated")
+    assert [(c.task, c.from_state, c.to_state, c.step) for c in calls] == [
+        (e.task, e.from_state, e.to_state, e.step) for e in events
+    ]  # once per transition (and early warning), in order
+    assert all(c.record.step == c.step and c.event in c.record.events for c in calls)
+    saved = sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*"))
+    assert saved == [f"checkpoint-{into.step}"], (saved, into)
+    state = json.loads((tmp_path / "out" / saved[0] / "crystalwatch_state.json").read_text())
+    assert state["last_step"] == into.step and state["tracker"]["tasks"]["integer_1_10"]["state"] == "nucleated"
+
+    model, tok = load(folder)
+    resumed = CrystalWatchCallback(tmp_path / "seeds.json", tasks=["integer_1_10"], every_n_steps=5)
+    args = sft_config(tmp_path, max_steps=into.step + 5, learning_rate=3e-3)
+    SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[resumed]).train(
+        resume_from_checkpoint=str(tmp_path / "out" / saved[0]))
+    again = trajectory_of(tmp_path / "out")
+    cut = [r for r in records if r.step <= into.step]
+    assert [r.to_json() for r in again[: len(cut)]] == [r.to_json() for r in cut]  # kept up to the checkpoint
+    assert [r.step for r in again[len(cut):]] == [into.step + 5] and resumed.errors == 0
+
+
+def test_stop_on_ends_training_at_the_transition_with_the_reason_logged_and_alerted(folder, tmp_path, caplog):
+    """stop_on=("nucleated",): training ends at the step of the transition; the reason is one log line and the
+    first W&B alert of that measurement (an ERROR)."""
+    from trl import SFTTrainer
+
+    model, tok, data = _forced(folder, tmp_path)
+    cb = CrystalWatchCallback(tmp_path / "seeds.json", tasks=["integer_1_10"], every_n_steps=5, stop_on=["nucleated"])
+    args = sft_config(tmp_path, max_steps=40, learning_rate=3e-3, report_to="wandb", run_name="stop")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[cb])
+    with caplog.at_level(logging.WARNING, logger="crystalwatch"):
+        trainer.train()
+    records = trajectory_of(tmp_path / "out")
+    into = next(e for r in records for e in r.events if e.to_state == "nucleated")
+    assert trainer.state.global_step == into.step == records[-1].step < 40
+    reason = f"step {into.step}: integer_1_10 {into.from_state} -> nucleated (stop: stop_on)"
+    assert f"crystalwatch: stopping training: {reason}" in caplog.messages
+    stop = _wandb_run(tmp_path)["alerts"][0]
+    assert (stop["title"], stop["text"], stop["level"]) == ("crystalwatch: training stopped", reason, "ERROR")

@@ -210,9 +210,9 @@ def test_the_last_measurement_reaches_trackers_the_trainer_closes_first(tmp_path
 
 def test_early_warning_reaches_scalars_console_and_alerts(capsys):
     """A warning event: ``crystal/<task>/warning`` = 1 in every tracker's scalars, a console line, a W&B alert."""
+    from crystalwatch.actions import Actions
     from crystalwatch.sinks.console import print_events
     from crystalwatch.sinks.scalars import task_scalars
-    from crystalwatch.sinks.wandb import WandbSink
 
     warning = {"step": 30, "task": "count", "from": "liquid", "to": "liquid", "seed": None, "since": 20,
                "remelt": False, "kind": "warning"}  # fmt: skip
@@ -220,6 +220,6 @@ def test_early_warning_reaches_scalars_console_and_alerts(capsys):
     assert task_scalars(warned)["crystal/count/warning"] == 1 and task_scalars(quiet)["crystal/coin/warning"] == 0
     print_events([warned])
     assert "count early warning" in " ".join(capsys.readouterr().out.split())
-    alerts = WandbSink(images=False).plan_alerts([warned], 30)
+    alerts = Actions().decide([warned]).alerts
     assert [a.key for a in alerts] == [("count", "warning")] and "crystalwatch: count warning" == alerts[0].title
-    assert WandbSink(images=False, alert_states=("nucleated",)).plan_alerts([warned], 30) == []
+    assert Actions(alert_states=("nucleated",)).decide([warned]).alerts == []

@@ -10,12 +10,13 @@ import pytest
 import wandb
 from wandb_run import latest_run_dir, read_offline_run
 
+from crystalwatch.actions import MAX_ALERTS, Actions
 from crystalwatch.bars import BAR_COLUMNS
 from crystalwatch.phases import STATES, state_code
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import TABLE_COLUMNS
-from crystalwatch.sinks.wandb import MAX_ALERTS, TABLE_KEY, WandbSink
+from crystalwatch.sinks.wandb import TABLE_KEY, WandbSink
 
 SETTINGS = {"console": "off", "x_disable_stats": True, "x_disable_machine_info": True, "x_save_requirements": False}
 OUTCOMES = ["1", "2", "3"]
@@ -79,15 +80,15 @@ def logged(tmp_path_factory):
     trajectory = tmp / "t.jsonl"
     trajectory.write_text("".join(json.dumps(r.to_json()) + "\n" for rs in MEASUREMENTS.values() for r in rs))
     run = start_run(tmp)
-    sink = WandbSink(alert_min_interval_s=300)
-    sink._clock = clock = Clock()
+    sink = WandbSink()
+    actions = Actions(alert_min_interval_s=300, clock=(clock := Clock()))  # the Monitor's planner of alerts
     try:
         sink.start(info(tmp, library, trajectory))
         for step, records in MEASUREMENTS.items():
             if step:
                 for s in (step - 5, step):
                     run.log({"train/loss": 1.0 / s, "train/global_step": s})
-            sink.write(records, step, {"errors": 0, "measure_seconds": 1.5})
+            sink.write(actions.decide(records), step, {"errors": 0, "measure_seconds": 1.5})
             clock.now += 60  # the repeated coin -> foreign at step 20 is 60 s after the first: not re-alerted
         sink.close()
     finally:
@@ -150,7 +151,7 @@ def test_alerts_once_per_transition(logged):
     text = "task coin: liquid -> foreign at step 10 (seed s0, seed distance 0.6); first seen at step 10"
     assert alerts[0]["text"] == text
     assert "liquid -> nucleated at step 20 (seed s1, seed distance 0.01)" in alerts[1]["text"]
-    assert alerts[0]["wait_duration_ms"] == 300_000
+    assert alerts[0]["wait_duration_ms"] == 1000  # crystalwatch rate-limits (test_actions.py), not W&B
 
 
 def test_library_and_trajectory_artifacts_and_config(logged):
@@ -204,7 +205,7 @@ def test_noop_on_a_disabled_run(tmp_path, monkeypatch):
     sink.start(info(tmp_path, tmp_path / "missing.json"))  # the file is never read
     sink.write([record("a", 3, "liquid")], 3, {"errors": 1})
     sink.close()
-    assert sink.plan_alerts([], 0) == [] and not any(tmp_path.iterdir())
+    assert not any(tmp_path.iterdir())
 
 
 def test_without_a_run_the_sink_starts_and_finishes_its_own(tmp_path):
@@ -225,29 +226,30 @@ def test_without_a_run_the_sink_starts_and_finishes_its_own(tmp_path):
     assert {"t.jsonl", "report/index.html", "report/timeline.png"} <= set(artifact["files"])
 
 
-def test_failures_cap_and_rate_limit(tmp_path, monkeypatch):
-    """A failed log raises, loses no row; at most MAX_ALERTS alerts per measurement; rate limit per (task, state)."""
+def test_a_failed_log_loses_no_row_and_alerts_go_out_with_the_next(tmp_path, monkeypatch):
+    """A failed log raises and loses no row (the next log re-sends it); a measurement's alerts (at most
+    MAX_ALERTS, the last saying how many were left out) reach the run as ``alert`` records."""
     tasks = [f"t{i}" for i in range(MAX_ALERTS + 2)]
 
     def measure(step):
         return [record(t, step, "foreign", events=[event(t, step, "liquid", "foreign")]) for t in tasks]
 
     run = start_run(tmp_path)
-    sink = WandbSink(images=False, alert_min_interval_s=300)
-    sink._clock = clock = Clock()
+    sink = WandbSink(images=False)
+    actions = Actions(alert_min_interval_s=300, clock=(clock := Clock()))
     real_log = run.log
 
     def broken_log(*args, **kwargs):
         raise RuntimeError("W&B is down")
 
     try:
-        sink.write(measure(0), 0, {})  # 5 alerts: the last one says 2 more were not alerted
+        sink.write(actions.decide(measure(0)), 0, {})  # 5 alerts: the last one says 2 more were not alerted
         monkeypatch.setattr(run, "log", broken_log)
         with pytest.raises(RuntimeError, match="W&B is down"):
-            sink.write(measure(10), 10, {})  # nothing logged, no alert sent
+            sink.write(measure(10), 10, {})  # nothing logged
         monkeypatch.setattr(run, "log", real_log)
         clock.now += 100
-        sink.write(measure(20), 20, {})  # re-sends step 10's rows; alerts only the 2 tasks not alerted yet
+        sink.write(actions.decide(measure(20)), 20, {})  # re-sends step 10's rows; alerts the 2 not alerted yet
         clock.now += 300
         monkeypatch.setattr(run, "log", broken_log)
         with pytest.raises(RuntimeError):
@@ -260,7 +262,7 @@ def test_failures_cap_and_rate_limit(tmp_path, monkeypatch):
     data = read_offline_run(latest_run_dir(tmp_path))
     alerts = data["alerts"]
     assert [a["title"].split()[1] for a in alerts] == tasks  # 5 at step 0, the other 2 at step 20
-    assert alerts[MAX_ALERTS - 1]["text"].endswith(f"(+2 more transition(s) not alerted; see {TABLE_KEY})")
+    assert alerts[MAX_ALERTS - 1]["text"].endswith("(+2 more transition(s) not alerted; see the trajectory)")
     table = data["tables"][TABLE_KEY]["data"]
     assert [row[0] for row in table] == [step for step in (0, 10, 20, 30) for _ in tasks]
     assert [row["train/global_step"] for row in data["history"]] == [0, 20, 30]

@@ -13,15 +13,13 @@ from crystalwatch.sinks.base import Sink, tracker_names, tracker_sink
 def default_sinks(trajectory: Path, config: Any, report_to: Any = None) -> list[Sink]:
     """The sinks a run gets unless it names its own: the JSONL trajectory (first, so that tracker trouble loses
     nothing), the console when ``config.console``, and each tracker ``config.report_to`` (else ``report_to``, the
-    Trainer's) names, with the config's alert and image settings."""
+    Trainer's) names, with the config's image setting (alerts come planned, with each measurement)."""
     from crystalwatch.sinks.console import ConsoleSink
     from crystalwatch.sinks.jsonl import JsonlSink
 
     sinks: list[Sink] = [JsonlSink(trajectory)]
     if config.console:
         sinks.append(ConsoleSink())
-    options = dict(alerts=config.alerts, alert_states=config.alert_states,
-                   alert_min_interval_s=config.alert_min_interval_s, images=config.images)  # fmt: skip
     for name in tracker_names(config.report_to if config.report_to is not None else report_to):
-        sinks.append(tracker_sink(name, **options))
+        sinks.append(tracker_sink(name, images=config.images))
     return sinks

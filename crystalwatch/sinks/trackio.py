@@ -3,7 +3,8 @@
 The Trainer's trackio callback starts the run (``report_to="trackio"``); in a loop of your own, call
 ``trackio.init`` first, or the sink starts a run named after the crystalwatch run in project
 ``crystalwatch`` (``$TRACKIO_PROJECT`` when set) and finishes it when closed. Data stay local
-(``$TRACKIO_DIR``) unless trackio is told to sync.
+(``$TRACKIO_DIR``) unless trackio is told to sync. The measurement's alerts (:mod:`crystalwatch.actions`) become
+``trackio.alert`` calls (printed, stored with the run, shown in its dashboard, sent to its webhook when set).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class TrackioSink:
         if trackio.context_vars.current_run.get() is None:  # the run ended (its owner finished it)
             return
         trackio.log(dict(scalars(records, extra)), step=int(step))
+        for alert in getattr(records, "alerts", ()):
+            trackio.alert(title=alert.title, text=alert.text, level=trackio.AlertLevel(alert.level.lower()))
 
     def close(self) -> None:
         if self._owned:

@@ -3,9 +3,9 @@
 Per measurement ONE ``run.log`` keyed by ``train/global_step`` (never ``step=``, which drops rows whose step
 is below wandb's internal counter): the scalars of :mod:`crystalwatch.sinks.scalars`, the
 ``crystal/phase_table`` (one INCREMENTAL ``wandb.Table`` per run) and ``crystal/<task>/bars``, W&B's native bar
-chart of a small table (:func:`crystalwatch.bars.bar_rows`; no image is drawn). Transitions
-into ``alert_states`` raise ``run.alert`` (rate-limited per (task, state), at most :data:`MAX_ALERTS` per
-measurement).
+chart of a small table (:func:`crystalwatch.bars.bar_rows`; no image is drawn). The measurement's alerts
+(planned by :mod:`crystalwatch.actions`: transitions into ``alert_states``, rate-limited, and a stop) become
+``run.alert`` calls.
 
 Artifacts: the seed library is used by every stage as ``seed-library-<base model>`` (one artifact per base
 model, a new version per content digest, aliased ``digest-<digest>``), so W&B's lineage shows which library
@@ -18,9 +18,7 @@ after the crystalwatch run and finishes it when closed.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,47 +26,14 @@ import wandb
 import wandb.plot
 
 from crystalwatch.bars import BAR_COLUMNS, bar_rows, title
-from crystalwatch.phases import Event
-from crystalwatch.records import Record, number
+from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, scalars, table_row
 
-__all__ = ["MAX_ALERTS", "TABLE_KEY", "Alert", "WandbSink", "finish_stage"]
+__all__ = ["TABLE_KEY", "WandbSink", "finish_stage"]
 
 STEP_KEY = "train/global_step"
 TABLE_KEY = f"{PREFIX}/phase_table"
-MAX_ALERTS = 5  # per measurement
-TITLE_LIMIT = 63  # wandb.alert titles must be shorter than 64 characters
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One ``run.alert`` call; ``key`` = (task, state) is what the rate limit is keyed by."""
-
-    key: tuple[str, str]
-    title: str
-    text: str
-    level: str
-
-
-def _alert_for(record: Record, event: Event) -> Alert:
-    task, to = str(record.task), alert_name(event)
-    seed = event.seed or record.seed
-    distance = number((record.metrics or {}).get("seed_distance"))
-    text = (
-        f"task {task}: {event.from_state} -> {to} at step {event.step}"
-        f" (seed {seed or 'none'}, seed distance {'n/a' if distance is None else f'{distance:.3g}'})"
-        f"; first seen at step {event.since}"
-    )
-    title = f"crystalwatch: {task} {to}"
-    if len(title) > TITLE_LIMIT:
-        title = title[: TITLE_LIMIT - 3] + "..."
-    return Alert((task, to), title, text, "WARN" if to == "foreign" else "INFO")
-
-
-def alert_name(event: Event) -> str:
-    """What an event alerts as: the state it entered, or ``warning`` for the early-warning signal."""
-    return "warning" if event.warning else event.to_state
 
 
 def _current_run() -> Any:
@@ -113,27 +78,20 @@ class WandbSink:
 
     name = "wandb"
 
-    def __init__(self, *, alerts: bool = True, alert_states: Sequence[str] = ("nucleated", "foreign", "warning"),
-                 alert_min_interval_s: float = 300.0, images: str | bool = "transitions",
-                 report: bool = False) -> None:  # fmt: skip
-        self.alerts = alerts
-        self.alert_states = tuple(alert_states)
-        self.alert_min_interval_s = float(alert_min_interval_s)
+    def __init__(self, *, images: str | bool = "transitions", report: bool = False) -> None:
         self.images = {True: "all", False: "none"}.get(images, images) if isinstance(images, bool) else images
         self._imaged: set[str] = set()
         self.report = report  # render the report at close (seconds, on the training path) and log it too
-        self._clock = time.monotonic  # replaceable in tests
         self._info: RunInfo | None = None
         self._owned = False  # this sink started the run, so it finishes it
         self._reset(None)
 
     def _reset(self, run: Any) -> None:
-        """Per-run state: a new run gets a new table and fresh rate limits."""
+        """Per-run state: a new run gets a new table."""
         self._run = run
         self._table: wandb.Table | None = None
         self._logged_rows = 0  # rows of _table that reached a successful log call
         self._last_step = 0
-        self._last_alert: dict[tuple[str, str], float] = {}
 
     def _bind(self) -> Any:
         """The active run; on a new run, define the step metric of the ``crystal/*`` keys."""
@@ -175,18 +133,17 @@ class WandbSink:
 
     # -- write ----------------------------------------------------------------------------------------------------
     def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
-        """Log one measurement (one record per task) at training step ``step``; then send its alerts."""
+        """Log one measurement (one record per task) at training step ``step``; then send its alerts (a
+        :class:`~crystalwatch.actions.Reading`'s)."""
         run = self._bind()
         if run is None:
             return
         payload: dict[str, Any] = {STEP_KEY: int(step), **scalars(records, extra)}
         payload.update({f"{PREFIX}/{r.task}/bars": bars_chart(r) for r in imaged(records, self.images, self._imaged)})
-        planned = self.plan_alerts(records, step) if self.alerts else []
         self._add_rows(records)
         self._send(run, payload, int(step))
-        for alert in planned:
-            run.alert(title=alert.title, text=alert.text, level=alert.level, wait_duration=self.alert_min_interval_s)
-            self._last_alert[alert.key] = self._clock()
+        for alert in getattr(records, "alerts", ()):  # rate-limited by crystalwatch, so W&B's own wait is 1 s
+            run.alert(title=alert.title, text=alert.text, level=alert.level, wait_duration=1)
 
     def _add_rows(self, records: Sequence[Record]) -> None:
         rows = [table_row(r) for r in records]  # built first: a bad record adds nothing
@@ -204,26 +161,6 @@ class WandbSink:
         run.log(payload)
         if pending:
             self._logged_rows = len(self._table.data)
-
-    def plan_alerts(self, records: Sequence[Record], step: int) -> list[Alert]:
-        """The alerts of one measurement: one per (task, state) reached, rate-limited, at most MAX_ALERTS."""
-        now = self._clock()
-        wanted: dict[tuple[str, str], Alert] = {}
-        for record in records:
-            for event in record.events or ():
-                if alert_name(event) not in self.alert_states:
-                    continue
-                alert = _alert_for(record, event)
-                last = self._last_alert.get(alert.key)
-                if alert.key not in wanted and (last is None or now - last >= self.alert_min_interval_s):
-                    wanted[alert.key] = alert
-        alerts = list(wanted.values())
-        if len(alerts) > MAX_ALERTS:
-            rest = len(alerts) - MAX_ALERTS
-            last = alerts[MAX_ALERTS - 1]
-            note = f" (+{rest} more transition(s) not alerted; see {TABLE_KEY})"
-            alerts = [*alerts[: MAX_ALERTS - 1], Alert(last.key, last.title, last.text + note, last.level)]
-        return alerts
 
     # -- close ----------------------------------------------------------------------------------------------------
     def close(self) -> None:

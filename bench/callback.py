@@ -20,6 +20,11 @@ imported before the timer in both arms (the callback's import time is then cryst
 (without, with), the order flipped every other pair (AB, BA, AB, ...); before each run the script waits for a quiet
 machine (bench/scoring.py's rule). Inside the runs with the callback, the Monitor's calls (start, step, measure,
 save_state, close), the scorer, every sink's start/write/close and the bar charts are timed by wrapping them.
+
+The cadence (issue 22): the runs with the callback use the front-loaded cadence (the Trainer gives the run's
+length); ``--old-runs N`` (default 1) more runs use the pay-as-you-go rule the Monitor keeps for runs of unknown
+length (the same callback, its start told no length). Each run with the callback records the steps it measured
+and the Trainer's loss curve; ``callback_cadence.png`` draws both cadences' steps against the loss.
 """
 
 from __future__ import annotations
@@ -173,13 +178,16 @@ def worker(opts: argparse.Namespace) -> None:
     children_at_begin = children_cpu()
     begin = start = time.perf_counter()
     callbacks = []
-    if opts.arm == "with":
+    if opts.arm in ("with", "old"):
         instrument(timers)  # imports the monitor and the sinks: the callback would import them too
         from crystalwatch.callback import CrystalWatchCallback
 
         t = time.perf_counter()
         timers.add("imports (crystalwatch's callback and sinks)", t - start)
         cb = CrystalWatchCallback(seeds=opts.seeds)  # the defaults: adaptive cadence, images at transitions, alerts
+        if opts.arm == "old":  # the pay-as-you-go rule: the run's length is not told to the cadence
+            new_run = cb.monitor.cadence.new_run
+            cb.monitor.cadence.new_run = lambda step=0, total_steps=None: new_run(step, None)  # type: ignore[method-assign]
         timers.add("construct (load library + tasks)", time.perf_counter() - t)
         timers.add("own", time.perf_counter() - start)
         for method in ("start", "step", "measure", "save_state", "close"):
@@ -204,8 +212,12 @@ def worker(opts: argparse.Namespace) -> None:
         "seconds": dict(timers.seconds), "calls": dict(timers.calls),
     }  # fmt: skip
     if callbacks:
+        from crystalwatch.callback import trajectory_of
+
         cb = callbacks[0]
-        result.update(measurements=cb.index, errors=cb.errors, monitor_seconds=cb.seconds)
+        result.update(measurements=cb.index, errors=cb.errors, monitor_seconds=cb.seconds,
+                      measured_steps=sorted({r.step for r in trajectory_of(out)}))  # fmt: skip
+    result["loss"] = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
     Path(opts.result).write_text(json.dumps(result, indent=1))
 
 
@@ -384,7 +396,8 @@ def main() -> None:
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--out", default=None, help="results folder (default bench/results; --quick: a temp dir)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from callback.json in --out")
-    parser.add_argument("--worker", choices=["with", "without"], help=argparse.SUPPRESS)
+    parser.add_argument("--old-runs", type=int, default=1, help="runs with the pay-as-you-go cadence (default 1)")
+    parser.add_argument("--worker", choices=["with", "without", "old"], help=argparse.SUPPRESS)
     for hidden in ("--name", "--work", "--seeds", "--result"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -413,7 +426,9 @@ def main() -> None:
     for i in range(opts.repeats):
         for arm in ("without", "with") if i % 2 == 0 else ("with", "without"):
             runs.append(one(arm, i, opts, work, seeds))
+    old = [one("old", i, opts, work, seeds) for i in range(opts.old_runs)]
     result = analyse(runs, opts, library_s)
+    result["cadence"] = cadence(runs, old, opts.steps)
     result["work"] = str(work)
     write(result, out)
 
@@ -421,6 +436,63 @@ def main() -> None:
 # -- the report --------------------------------------------------------------------------------------------------
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def cadence(runs: list[dict], old: list[dict], steps: int) -> dict:
+    """The steps each cadence measured (front-loaded: the runs with the callback; pay as you go: ``old``), the first
+    periodic one (not the train-begin or train-end measurement) and the own-time share of each run."""
+
+    def summary(r: dict) -> dict:
+        periodic = [s for s in r["measured_steps"] if 0 < s < steps]
+        own = r["seconds"].get("own", 0.0)
+        return {"name": r["name"], "measured_steps": r["measured_steps"], "periodic": len(periodic),
+                "first_periodic": periodic[0] if periodic else None, "own_s": own,
+                "own_share": own / (r["wall_s"] - own), "loss": r["loss"]}  # fmt: skip
+
+    front = [summary(r) for r in runs if r["arm"] == "with"]
+    return {"front_loaded": front, "pay_as_you_go": [summary(r) for r in old]}
+
+
+def cadence_lines(c: dict, goal: float) -> list[str]:
+    """The cadence section of callback.md."""
+    lines = ["## Cadence: front-loaded (length known) against pay as you go (issue 22)", "",
+             "| cadence | run | steps measured | periodic | first periodic step | own-time share |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, label in (("front_loaded", "front-loaded"), ("pay_as_you_go", "pay as you go")):
+        for r in c[name]:
+            first = "none" if r["first_periodic"] is None else str(r["first_periodic"])
+            lines.append(f"| {label} | {r['name']} | {', '.join(map(str, r['measured_steps']))} | {r['periodic']} | "
+                         f"{first} | {_pct(r['own_share'])} |")  # fmt: skip
+    shares = [r["own_share"] for r in c["front_loaded"]]
+    lines += ["", f"Front-loaded own-time share, largest run: {_pct(max(shares))} (goal ≤ {_pct(goal)}: "
+              f"**{'MET' if max(shares) <= goal else 'NOT MET'}**). The plot: `callback_cadence.png` (the steps each "
+              "cadence measured, drawn over the Trainer's loss curve).", ""]  # fmt: skip
+    return lines
+
+
+def plot_cadence(c: dict, path: Path) -> None:
+    """The loss curve of the first front-loaded run with each cadence's measured steps as ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    first = c["front_loaded"][0]
+    ax.plot([s for s, _ in first["loss"]], [v for _, v in first["loss"]], color="0.4", label="training loss")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("optimizer step (linear to 10, log beyond)")
+    ax.set_ylabel("loss")
+    top = max(v for _, v in first["loss"]) if first["loss"] else 1.0
+    for k, (name, colour) in enumerate((("front_loaded", "tab:blue"), ("pay_as_you_go", "tab:orange"))):
+        for r in c[name][:1]:
+            ax.scatter(r["measured_steps"], [top * (1.06 + 0.06 * k)] * len(r["measured_steps"]), marker="|", s=200,
+                       color=colour, label=f"{name.replace('_', ' ')}: {len(r['measured_steps'])} measurements")
+    ax.legend(loc="center right", fontsize=8)
+    ax.set_title("When the callback measured (2000-step SFT, budget 1%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def render(r: dict) -> str:
@@ -511,6 +583,8 @@ def render(r: dict) -> str:
     ]  # fmt: skip
     for k, v in r["timers_s"].items():
         lines.append(f"| `{k}` | {v:.3f} | {r['timer_calls'][k]:.0f} |")
+    if r.get("cadence"):
+        lines += ["", *cadence_lines(r["cadence"], r["goal"])]
     lines += [
         "",
         "## How it is measured",
@@ -533,6 +607,8 @@ def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "callback.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "callback.md").write_text(render(result))
+    if result.get("cadence", {}).get("front_loaded"):
+        plot_cadence(result["cadence"], out / "callback_cadence.png")
     print(render(result))
     print(f"wrote {out / 'callback.md'} and {out / 'callback.json'}", flush=True)
 

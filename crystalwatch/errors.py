@@ -10,6 +10,7 @@ on. Warnings that a user should read (a library built by another model, a repair
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from collections.abc import Iterable
 
 
@@ -61,8 +62,6 @@ def check_number(name: str, value: object, low: float, high: float, *, open_low:
 
 def require_extra(extra: str, *modules: str, what: str) -> None:
     """A command that needs packages an extra installs: one line naming the extra when any is missing."""
-    import importlib.util
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise CrystalwatchError(f"{what} needs {', '.join(missing)}, which this install lacks: "

@@ -92,7 +92,7 @@ class CrystalWatchConfig:
         check_number("alert_min_interval_s", self.alert_min_interval_s, 0, float("inf"))
         for name in ("alert_states", "save_on", "stop_on"):
             given = getattr(self, name)
-            given = [given] if isinstance(given, str) else given
+            given = [x.strip() for x in given.split(",") if x.strip()] if isinstance(given, str) else given
             setattr(self, name, tuple(check_choice(name, s, (*STATES, "warning")) for s in given))
         tracker_names(self.report_to)  # unknown trackers fail here
         if isinstance(self.images, bool):

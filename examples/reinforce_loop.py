@@ -8,6 +8,11 @@ its first number is --target (a verifiable reward, like RLVR's), and takes a pol
 (reward - mean reward) x log p(answer). This is how a reward pulls a distribution onto one outcome: the
 Monitor shows integer_1_10 collapsing onto the target (nucleated or foreign, depending on whether a base
 seed already preferred it), while its measurements never disturb sampling or training.
+
+The loop acts on what the Monitor sees: each ``monitor.step`` returns a reading (the measurement's records, its
+transitions, and whether the settings ask to save or stop). With ``--stop-on foreign`` the run ends when the
+reward has pulled the task off every seed the base had; ``--save-on nucleated`` saves the policy at the step it
+nucleated. The run's length is given to ``start``, so the adaptive cadence (no ``--every``) looks hardest early.
 """
 
 from __future__ import annotations
@@ -70,7 +75,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--samples", type=int, default=8, help="answers sampled per step")
     parser.add_argument("--target", type=int, default=7, help="the rewarded number")
-    parser.add_argument("--every", type=int, default=4)
+    parser.add_argument("--every", type=int, default=4, help="measure every N steps (0: adaptive, front-loaded)")
+    parser.add_argument("--save-on", default="", help="states whose entry saves the policy (comma-separated)")
+    parser.add_argument("--stop-on", default="", help="states whose entry ends the run (comma-separated)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--out", default="out/reinforce-loop")
     args = parser.parse_args(argv)
@@ -78,13 +85,23 @@ def main(argv: list[str] | None = None) -> Path:
     torch.manual_seed(0)
     model, tokenizer = load(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    monitor = Monitor(args.seeds, tasks=["integer_1_10"], every_n_steps=args.every, label="rl")
-    monitor.start(model, tokenizer, output_dir=args.out)
+    monitor = Monitor(args.seeds, tasks=["integer_1_10"], every_n_steps=args.every or None, label="rl",
+                      save_on=args.save_on, stop_on=args.stop_on)  # fmt: skip
+    monitor.start(model, tokenizer, output_dir=args.out, total_steps=args.steps)
+    step = 0
     for step in range(1, args.steps + 1):
         mean_reward = reinforce_step(model, tokenizer, optimizer, PROMPTS[step % len(PROMPTS)].user, args)
-        for record in monitor.step(model, step):
+        reading = monitor.step(model, step)
+        for record in reading:
             print(f"step {step}: reward {mean_reward:.2f}; {record.task} {record.state}, top {record.top}")
-    monitor.close(model, args.steps)
+        for transition in reading.transitions:
+            print(f"transition: {transition}")
+        if reading.save:
+            model.save_pretrained(Path(args.out) / f"policy-{step}")
+        if reading.stop:
+            print(f"stopping: {reading.why('stop')}")
+            break
+    monitor.close(model, step)
     return Path(str(monitor.trajectory))
 
 

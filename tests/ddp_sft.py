@@ -1,6 +1,6 @@
 """Run by tests/test_callback_ddp.py (``accelerate launch`` with recipes/accelerate_configs/ddp.yaml,
-2 processes, gloo, CPU): an SFT with the callback on a fixed or an adaptive cadence, or with a seed library that only
-rank 0 can read."""
+2 processes, gloo, CPU): an SFT with the callback on a fixed or an adaptive cadence, with a seed library that only
+rank 0 can read, or ("act") driven to a known nucleation that saves and stops."""
 
 import os
 import sys
@@ -37,13 +37,14 @@ def inject_fault(rank: int, step: int) -> TrainerCallback:
     return Arm()
 
 
-def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> None:
+def main(folder: str, out: str, cadence: str = "fixed", library: str = "", answer: str = "7") -> None:
     torch.set_num_threads(1)
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-    rows = [{"messages": [{"role": "user", "content": p.user}, {"role": "assistant", "content": "7"}]}
+    rows = [{"messages": [{"role": "user", "content": p.user}, {"role": "assistant", "content": answer}]}
             for p in load_task("integer_1_10").chat_prompts]  # fmt: skip
-    args = SFTConfig(output_dir=out, max_steps=12 if cadence in ("adaptive", "one-library") else 6,
-                     per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
+    steps = {"adaptive": 12, "one-library": 12, "act": 40}.get(cadence, 6)
+    args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=2,
+                     learning_rate=3e-3 if cadence == "act" else 1e-3, use_cpu=True,
                      bf16=False, ddp_backend="gloo", report_to="wandb", run_name="ddp",
                      save_strategy="steps" if cadence in ("save", "resume") else "no", save_steps=4,
                      activation_checkpointing=False, max_length=96, disable_tqdm=True, logging_steps=1)  # fmt: skip
@@ -53,6 +54,15 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> No
         cb = CrystalWatchCallback(tasks=tasks, every_n_steps=2, batch_tokens=512)
         if cadence == "fault":  # rank 1's scoring raises from step 4 on, as an out-of-memory would
             extra.append(inject_fault(int(os.environ.get("RANK", "0")), step=4))
+    elif cadence == "act":  # the main process's on_transition asks to save and stop at the nucleation
+        calls = []
+
+        def on_transition(t):
+            calls.append(t)
+            return ("save", "stop") if t.to_state == "nucleated" else None
+
+        cb = CrystalWatchCallback(library, tasks=["integer_1_10"], every_n_steps=5, batch_tokens=512,
+                                  on_transition=on_transition)  # fmt: skip
     elif cadence == "one-library":  # the library file is on rank 0's disk only (a file missing on one node)
         rank = int(os.environ.get("RANK", "0"))
         cb = CrystalWatchCallback(library if rank == 0 else library + ".not-on-this-node", tasks=["coin_flip"],
@@ -79,8 +89,9 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "") -> No
                          callbacks=[*extra, cb])  # fmt: skip
     # "resume": the run that saved checkpoint-4 and went on to step 6 died; it is restarted from checkpoint-4.
     trainer.train(resume_from_checkpoint=os.path.join(out, "checkpoint-4") if cadence == "resume" else None)
+    acted = f" calls={len(calls)}" if cadence == "act" else ""
     print(f"rank {trainer.args.process_index}: errors={cb.errors} measured={cb.index} "
-          f"trained={trainer.state.global_step}", flush=True)  # fmt: skip
+          f"trained={trainer.state.global_step}{acted}", flush=True)  # fmt: skip
     if trainer.args.process_index == 0:
         import wandb
 

@@ -121,3 +121,29 @@ def test_resuming_a_two_process_run_continues_its_trajectory(tmp_path, tokenizer
     assert [(r["step"], r["index"]) for r in records][::3] == [(0, 0), (2, 1), (4, 2), (6, 3)]
     assert [r["task"] for r in records] == ["integer_1_10", "coin_flip", "yes_no"] * 4
     assert records[:9] == first[:9]  # what the checkpoint covered is kept as it was
+
+
+def test_a_transition_saves_and_stops_both_ranks_together(tmp_path, tokenizer):
+    """Trained on the base's favourite 1-10 answer, the task nucleates; the main process's on_transition asks to save
+    and stop. It is called on the main process only (once per transition), yet both ranks save checkpoint-<step>
+    and stop at that step: the decision is broadcast, so no rank saves or stops alone."""
+    import numpy as np
+    from tiny import build_model
+
+    from crystalwatch import build_seed_library
+
+    library = build_seed_library(build_model("llama", len(tokenizer), seed=0), tokenizer, ["integer_1_10"],
+                                 kinds=("chat",))  # fmt: skip
+    library.save(tmp_path / "lib.json")
+    seed = library.tasks["integer_1_10"].seeds[0]
+    answer = library.tasks["integer_1_10"].outcomes[int(np.argmax(seed.centroid))]
+    done = _torchrun(tmp_path, tokenizer, "act", str(tmp_path / "lib.json"), answer)
+    records = trajectory_of(tmp_path / "out")
+    events = [e for r in records for e in r.events]
+    into = next(e for e in events if e.to_state == "nucleated")
+    assert records[-1].step == into.step < 40
+    said = done.stdout[-3000:]
+    assert f"rank 0: errors=0 measured={len(records)} trained={into.step} calls={len(events)}" in said, said
+    assert f"rank 1: errors=0 measured={len(records)} trained={into.step} calls=0" in said, said
+    assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == [f"checkpoint-{into.step}"]
+    assert (tmp_path / "out" / f"checkpoint-{into.step}" / "crystalwatch_state.json").is_file()

@@ -36,3 +36,22 @@ def test_reinforce_loop(tmp_path):
     records = read_trajectory(traj)
     assert [(r.step, r.label) for r in records] == [(0, "rl"), (4, "rl"), (8, "rl")]
     assert records[0].consensus != records[-1].consensus  # the policy moved between measurements
+
+
+def test_reinforce_loop_acts_on_the_readings_transitions(tmp_path, capsys):
+    """The reward pulls integer_1_10 onto 7 within 40 steps; the loop reads each reading's transitions and, with
+    every state but liquid in --save-on and --stop-on, saves the policy and stops at the first transition's step
+    (whichever state the phase model names: the test is about the loop acting, not the reading)."""
+    from crystalwatch.phases import STATES
+
+    states = ",".join(s for s in STATES if s != "liquid")
+    out = tmp_path / "rl"
+    traj = example("reinforce_loop").main(["--tiny", "--steps", "40", "--every", "4", "--samples", "8", "--lr", "3e-3",
+                                           "--out", str(out), "--save-on", states, "--stop-on", states])  # fmt: skip
+    records = read_trajectory(traj)
+    [event] = [e for r in records for e in r.events]  # the run ended at its first transition
+    assert records[-1].step == event.step < 40 and event.from_state == "liquid"
+    said = capsys.readouterr().out
+    assert f"transition: step {event.step}: integer_1_10 liquid -> {event.to_state}" in said
+    assert f"stopping: step {event.step}: integer_1_10 liquid -> {event.to_state} (stop: stop_on)" in said
+    assert [p.name for p in out.glob("policy-*")] == [f"policy-{event.step}"]

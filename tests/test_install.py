@@ -85,7 +85,8 @@ def test_the_light_modules_import_no_torch():
     """What reads or checks files needs no torch: the settings (checked when made), records, seeds (reading a
     library), the report, the phase model; the scoring package loads torch only with its scorers."""
     code = ("import sys, crystalwatch.settings, crystalwatch.records, crystalwatch.seeds, crystalwatch.report, "
-            "crystalwatch.phases, crystalwatch.scoring, crystalwatch.scoring.backend; "
+            "crystalwatch.phases, crystalwatch.scoring, crystalwatch.scoring.backend, crystalwatch.actions, "
+            "crystalwatch.sinks; "
             "print(sorted({'torch', 'transformers'} & {*sys.modules}))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

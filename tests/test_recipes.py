@@ -139,7 +139,8 @@ def test_generated_settings_are_the_config_fields():
 def _non_default(name: str, f: dataclasses.Field, hint: object):
     """A valid value other than the default, by type (the few constrained strings and lists named)."""
     named = {"kind": "completion", "estimator": "sampled", "terminators": "eot", "tasks": ["coin_flip"],
-             "report_to": ["tensorboard"], "alert_states": ["foreign"], "images": "all"}  # fmt: skip
+             "report_to": ["tensorboard"], "alert_states": ["foreign"], "images": "all", "save_on": ["nucleated"],
+             "stop_on": ["foreign", "melted"]}  # fmt: skip
     if name in named:
         return named[name]
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default

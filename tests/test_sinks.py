@@ -223,3 +223,25 @@ def test_early_warning_reaches_scalars_console_and_alerts(capsys):
     alerts = Actions().decide([warned]).alerts
     assert [a.key for a in alerts] == [("count", "warning")] and "crystalwatch: count warning" == alerts[0].title
     assert Actions(alert_states=("nucleated",)).decide([warned]).alerts == []
+
+
+def test_trackio_gets_the_measurements_alerts_and_the_stop(tmp_path):
+    """trackio has alerts: the sink sends a reading's alerts (a transition's, and the stop's first, as ERROR) with
+    trackio.alert, stored with the run in trackio's local database."""
+    from test_wandb_sink import event
+    from trackio import SQLiteStorage
+
+    from crystalwatch.actions import Actions
+    from crystalwatch.sinks.trackio import TrackioSink
+
+    sink = TrackioSink()
+    sink.start(info(tmp_path))  # no run yet: the sink starts one named "t" in project crystalwatch
+    name = __import__("trackio").context_vars.current_run.get().name
+    reading = Actions(stop_on=["foreign"]).decide([record("coin", 10, "foreign", events=[event("coin", 10, "liquid",
+                                                                                                  "foreign")])])
+    sink.write(reading, 10, {"errors": 0})
+    sink.close()
+    alerts = {a["title"]: a for a in SQLiteStorage.get_alerts("crystalwatch", run_name=name)}
+    assert {t: a["level"] for t, a in alerts.items()} == {"crystalwatch: training stopped": "error",
+                                                         "crystalwatch: coin foreign": "warn"}  # fmt: skip
+    assert alerts["crystalwatch: training stopped"]["text"] == "step 10: coin liquid -> foreign (stop: stop_on)"

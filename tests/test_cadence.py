@@ -1,0 +1,64 @@
+"""The cadence's two adaptive rules on simulated runs (crystalwatch/cadence.py): no model, a fake clock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from crystalwatch.cadence import Cadence
+
+
+def simulate(total: int | None, steps: int, step_s: float, measure_s: float, setup_s: float = 0.4,
+             budget: float = 0.01) -> tuple[list[int], float, float]:  # fmt: skip
+    """A run of ``steps`` steps: setup and the starting measurement, then each step's training and, when due, a
+    measurement; the final one at the end. Returns (steps measured during training, own seconds, training s)."""
+    cadence = Cadence(lambda: 0.0, None, budget)
+    cadence.new_run(0, total)
+    cadence.seconds = setup_s + measure_s
+    cadence.measure_seconds = measure_s
+    measured, last = [], 0
+    for step in range(1, steps):
+        cadence.trained(step_s)
+        if cadence.due(step, last):
+            measured.append(step)
+            last = step
+            cadence.seconds += measure_s
+    cadence.trained(step_s)
+    return measured, cadence.seconds + measure_s, cadence.train_seconds
+
+
+@pytest.mark.parametrize("step_s,measure_s", [(0.163, 0.8), (0.163, 0.1), (1.0, 3.0), (0.05, 0.02)])
+def test_front_loaded_keeps_the_budget_and_looks_early(step_s, measure_s):
+    """Known length: the whole cost stays within 1% of the training time (the run pays its fixed part), the
+    measurements are log-spaced (each gap at least the one before), and the first comes far earlier than under the
+    pay-as-you-go rule on the same run."""
+    front, spent, trained = simulate(2000, 2000, step_s, measure_s)
+    old, old_spent, _ = simulate(None, 2000, step_s, measure_s)
+    assert spent <= 0.01 * trained + 1e-9
+    assert old_spent <= 0.01 * trained + 1e-9
+    gaps = [b - a for a, b in zip([0, *front], front)]
+    assert all(b >= a - 1 for a, b in zip(gaps, gaps[1:])), front  # rounding to whole steps: within one step
+    if old:
+        assert front and front[0] < old[0] / 10, (front, old)
+    # it spends what the budget allows: one more measurement would not fit
+    assert spent + measure_s > 0.01 * trained - measure_s
+
+
+def test_front_loaded_spacing_is_log_uniform_on_a_known_case():
+    """Budget 1/8 of 13 one-second steps, measurements of 0.25 s and no setup: 4 affordable measurements after
+    the start, due when log(1 + step) has covered 1/(n + 1) of the way to log(14): steps 1, 3, 6, 9."""
+    measured, spent, trained = simulate(13, 13, 1.0, 0.25, setup_s=0.0, budget=0.125)
+    assert measured == [1, 3, 6, 9] and spent == pytest.approx(1.5) and trained == 13.0
+    assert math.log1p(1) >= math.log1p(13) / 5 > math.log1p(0)
+
+
+def test_too_short_a_run_measures_only_at_its_ends_and_an_unknown_length_pays_as_it_goes():
+    assert simulate(2000, 2000, 0.001, 1.0)[0] == []  # 2 s of training cannot pay for one more measurement
+    cadence = Cadence(lambda: 0.0, None, 0.01)
+    cadence.new_run(5, 5)  # a resumed run already at its end: no length left, the old rule
+    assert cadence.total_steps is None
+    assert str(Cadence(lambda: 0.0, 4, 0.01)) == "every 4 steps"
+    c = Cadence(lambda: 0.0, None, 0.01)
+    c.new_run(0, 100)
+    assert str(c) == "adaptively (front-loaded over 100 steps, measuring <= 1% of training time)"

@@ -397,6 +397,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results folder (default bench/results; --quick: a temp dir)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from callback.json in --out")
     parser.add_argument("--old-runs", type=int, default=1, help="runs with the pay-as-you-go cadence (default 1)")
+    parser.add_argument("--cadence-only", action="store_true",
+                        help="one run with each cadence (no pairs), added to the callback.json in --out")  # fmt: skip
     parser.add_argument("--worker", choices=["with", "without", "old"], help=argparse.SUPPRESS)
     for hidden in ("--name", "--work", "--seeds", "--result"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -411,7 +413,7 @@ def main() -> None:
     opts.repeats = opts.repeats or (2 if quick else 5)
     opts.save_steps = opts.save_steps or (10 if quick else 250)
     opts.tasks = opts.tasks or (2 if quick else None)
-    if opts.repeats < 2:
+    if opts.repeats < 2 and not opts.cadence_only:
         parser.error("--repeats: at least 2 pairs (the interval needs them)")
     if quick or opts.no_wait:
         WAIT["limit_s"] = 0.0
@@ -422,6 +424,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cw-callback-work-"))
     print(f"work folder {work}", flush=True)
     seeds, library_s = build_library(work, opts.tasks)
+    if opts.cadence_only:  # the cadences on a cheaper measurement (fewer tasks), beside the full benchmark
+        result = json.loads((out / "callback.json").read_text())
+        both = [one("with", 0, opts, work, seeds), one("old", 0, opts, work, seeds)]
+        result.setdefault("cadence_more", {})[f"{opts.tasks or 15} tasks"] = cadence(both[:1], both[1:], opts.steps)
+        write(result, out)
+        return
     runs = []
     for i in range(opts.repeats):
         for arm in ("without", "with") if i % 2 == 0 else ("with", "without"):
@@ -470,26 +478,31 @@ def cadence_lines(c: dict, goal: float) -> list[str]:
     return lines
 
 
-def plot_cadence(c: dict, path: Path) -> None:
-    """The loss curve of the first front-loaded run with each cadence's measured steps as ticks."""
+def plot_cadence(sets: dict[str, dict], path: Path) -> None:
+    """The loss curve of the first front-loaded run, and each cadence's measured steps as a row of ticks (one pair
+    of rows per set of runs: the full benchmark's 15 tasks, and any cheaper measurement)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    first = c["front_loaded"][0]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    first = next(iter(sets.values()))["front_loaded"][0]
     ax.plot([s for s, _ in first["loss"]], [v for _, v in first["loss"]], color="0.4", label="training loss")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("optimizer step (linear to 10, log beyond)")
     ax.set_ylabel("loss")
-    top = max(v for _, v in first["loss"]) if first["loss"] else 1.0
-    for k, (name, colour) in enumerate((("front_loaded", "tab:blue"), ("pay_as_you_go", "tab:orange"))):
-        for r in c[name][:1]:
-            ax.scatter(r["measured_steps"], [top * (1.06 + 0.06 * k)] * len(r["measured_steps"]), marker="|", s=200,
-                       color=colour, label=f"{name.replace('_', ' ')}: {len(r['measured_steps'])} measurements")
-    ax.legend(loc="center right", fontsize=8)
-    ax.set_title("When the callback measured (2000-step SFT, budget 1%)")
+    top = max((v for _, v in first["loss"]), default=1.0)
+    row = 0
+    for label, c in sets.items():
+        for name, colour in (("front_loaded", "tab:blue"), ("pay_as_you_go", "tab:orange")):
+            for r in c[name][:1]:
+                row += 1
+                ax.scatter(r["measured_steps"], [top * (1.0 + 0.07 * row)] * len(r["measured_steps"]), marker="|",
+                           s=150, color=colour, alpha=0.5 + 0.5 * (row <= 2),
+                           label=f"{label}, {name.replace('_', ' ')}: {len(r['measured_steps'])} measurements")
+    ax.legend(loc="center right", fontsize=7)
+    ax.set_title("When the callback measured (SFT, budget 1%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -585,6 +598,9 @@ def render(r: dict) -> str:
         lines.append(f"| `{k}` | {v:.3f} | {r['timer_calls'][k]:.0f} |")
     if r.get("cadence"):
         lines += ["", *cadence_lines(r["cadence"], r["goal"])]
+    for name, more in r.get("cadence_more", {}).items():
+        lines += [f"### The same comparison measuring {name} (a cheaper measurement)", "",
+                  *cadence_lines(more, r["goal"])[2:]]  # fmt: skip
     lines += [
         "",
         "## How it is measured",
@@ -607,8 +623,10 @@ def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "callback.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "callback.md").write_text(render(result))
-    if result.get("cadence", {}).get("front_loaded"):
-        plot_cadence(result["cadence"], out / "callback_cadence.png")
+    sets = {f"{result['tasks']} tasks": result["cadence"]} if result.get("cadence") else {}
+    sets.update(result.get("cadence_more", {}))
+    if sets:
+        plot_cadence(sets, out / "callback_cadence.png")
     print(render(result))
     print(f"wrote {out / 'callback.md'} and {out / 'callback.json'}", flush=True)
 

@@ -1,6 +1,6 @@
 """Run by tests/test_callback_ddp.py (``accelerate launch`` with recipes/accelerate_configs/ddp.yaml,
 2 processes, gloo, CPU): an SFT with the callback on a fixed or an adaptive cadence, with a seed library that only
-rank 0 can read, or ("act") driven to a known nucleation that saves and stops."""
+rank 0 can read, or ("act") driven to a transition that saves and stops."""
 
 import os
 import sys
@@ -54,12 +54,12 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "", answe
         cb = CrystalWatchCallback(tasks=tasks, every_n_steps=2, batch_tokens=512)
         if cadence == "fault":  # rank 1's scoring raises from step 4 on, as an out-of-memory would
             extra.append(inject_fault(int(os.environ.get("RANK", "0")), step=4))
-    elif cadence == "act":  # the main process's on_transition asks to save and stop at the nucleation
+    elif cadence == "act":  # the main process's on_transition asks to save and stop at the first transition
         calls = []
 
         def on_transition(t):
             calls.append(t)
-            return ("save", "stop") if t.to_state == "nucleated" else None
+            return ("save", "stop")
 
         cb = CrystalWatchCallback(library, tasks=["integer_1_10"], every_n_steps=5, batch_tokens=512,
                                   on_transition=on_transition)  # fmt: skip

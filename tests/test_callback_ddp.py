@@ -124,9 +124,10 @@ def test_resuming_a_two_process_run_continues_its_trajectory(tmp_path, tokenizer
 
 
 def test_a_transition_saves_and_stops_both_ranks_together(tmp_path, tokenizer):
-    """Trained on the base's favourite 1-10 answer, the task nucleates; the main process's on_transition asks to save
-    and stop. It is called on the main process only (once per transition), yet both ranks save checkpoint-<step>
-    and stop at that step: the decision is broadcast, so no rank saves or stops alone."""
+    """Trained on the base's favourite 1-10 answer, the task leaves liquid (with user-only chat rows, the prompts
+    with a system prompt or a prefill stay apart: polycrystalline at step 10 here); the main process's on_transition
+    asks to save and stop at the first transition. It is called on the main process only, yet both ranks save
+    checkpoint-<step> and stop at that step: the decision is broadcast, so no rank saves or stops alone."""
     import numpy as np
     from tiny import build_model
 
@@ -140,8 +141,8 @@ def test_a_transition_saves_and_stops_both_ranks_together(tmp_path, tokenizer):
     done = _torchrun(tmp_path, tokenizer, "act", str(tmp_path / "lib.json"), answer)
     records = trajectory_of(tmp_path / "out")
     events = [e for r in records for e in r.events]
-    into = next(e for e in events if e.to_state == "nucleated")
-    assert records[-1].step == into.step < 40
+    [into] = events  # the run ended at its first transition
+    assert records[-1].step == into.step < 40 and into.from_state == "liquid"
     said = done.stdout[-3000:]
     assert f"rank 0: errors=0 measured={len(records)} trained={into.step} calls={len(events)}" in said, said
     assert f"rank 1: errors=0 measured={len(records)} trained={into.step} calls=0" in said, said

@@ -4,7 +4,8 @@ The budget promise: everything the monitor spends (setup, measuring, logging, sa
 ``budget`` of the training time, once the run is long enough to pay for setup. Two rules keep it:
 
 - **Front-loaded**, when the run's length is known (the Trainer's ``max_steps``; ``Monitor.start(total_steps=)``):
-  the whole run's training time is projected from the time per step so far, the measurements it can still afford
+  the whole run's training time is projected (the training so far, plus the steps left at the lower of the mean
+  and the last step's time: the first steps, slowed by warm-up, would overstate it), the measurements it can afford
   are counted (the budget of the projected run, less what was spent, less the final measurement, each costing what
   the last one did), and they are spread log-uniformly over the steps left: the next one is due when
   log(1 + step) has gone 1/(n + 1) of the way from the last measured step to the end. Post-training moves fastest
@@ -35,6 +36,7 @@ class Cadence:
         self.total_steps: int | None = None  # the run's last step, when known: the front-loaded rule
         self._first_step = 0  # the step this run started at
         self._run_seconds = 0.0  # training time of this run (train_seconds counts every run)
+        self._last_seconds = 0.0  # the last call's training time (one step, in a loop that calls every step)
         self._mark: float | None = None  # end of the monitor's last call
         self._depth = 0  # nesting of own() (the outermost counts)
 
@@ -58,7 +60,7 @@ class Cadence:
         """A new run starts at ``step`` (of ``total_steps`` when known): its training time counts from the end of
         the monitor's current call."""
         self._mark = None
-        self._first_step, self._run_seconds = step, 0.0
+        self._first_step, self._run_seconds, self._last_seconds = step, 0.0, 0.0
         self.total_steps = total_steps if total_steps and total_steps > step else None
 
     def trained(self, seconds: float | None = None) -> None:
@@ -67,6 +69,7 @@ class Cadence:
         spent = seconds if seconds is not None else now - (now if self._mark is None else self._mark)
         self.train_seconds += spent
         self._run_seconds += spent
+        self._last_seconds = spent
         self._mark = now
 
     @property
@@ -83,7 +86,8 @@ class Cadence:
         total = self.total_steps
         if total is None or step >= total or step <= self._first_step:
             return self.seconds + 2 * self.measure_seconds <= self.budget * self.train_seconds
-        projected = self._run_seconds / (step - self._first_step) * (total - self._first_step)
+        per_step = min(self._run_seconds / (step - self._first_step), self._last_seconds)
+        projected = self._run_seconds + (total - step) * per_step
         left = self.budget * projected - self.seconds - self.measure_seconds  # the final measurement's share kept
         affordable = math.floor(left / self.measure_seconds) if self.measure_seconds > 0 else 0
         if affordable < 1:

@@ -68,12 +68,14 @@ class Monitor:
     def __init__(self, seeds: str | Path | SeedLibrary | None = None, *, config: CrystalWatchConfig | None = None,
                  sinks: Sequence[Sink] | None = None, on_transition: Callable[[Transition], Any] | None = None,
                  clock: Callable[[], float] = time.perf_counter, **settings: Any) -> None:  # fmt: skip
+        made = clock()
         where = type(self).__name__
         self.config, self.library, self.tasks, self._deferred = _configured(seeds, config, settings, where)
         self.tracker = PhaseTracker(self.config.phases)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else []
         self._explicit_sinks = sinks is not None
         self.cadence = Cadence(clock, self.config.every_n_steps, self.config.budget)
+        self.cadence.seconds = clock() - made  # loading the library and the tasks is the monitor's own time too
         self.guard = Guard(self.config.strict)
         cfg = self.config
         self.actions = Actions(cfg.save_on, cfg.stop_on, on_transition, cfg.alert_states if cfg.alerts else (),
@@ -130,6 +132,7 @@ class Monitor:
             self.measure(model, step)
         return self.active
 
+    @_own_time
     def step(self, model: Any, step: int, *, seconds: float | None = None) -> Reading:
         """Count ``seconds`` of training (default: the time since the monitor last returned) and measure
         ``step`` if it is due: every ``every_n_steps``, or adaptively within the time ``budget``. Returns the

@@ -6,8 +6,8 @@ The budget promise: everything the monitor spends (setup, measuring, logging, sa
 - **Front-loaded**, when the run's length is known (the Trainer's ``max_steps``; ``Monitor.start(total_steps=)``):
   the whole run's training time is projected (the training so far, plus the steps left at the lower of the mean
   and the last step's time: the first steps, slowed by warm-up, would overstate it), the measurements it can afford
-  are counted (the budget of the projected run, less what was spent, less the final measurement, each costing what
-  the last one did), and they are spread log-uniformly over the steps left: the next one is due when
+  are counted (:data:`CREDIT` of the budget of the projected run, less what was spent, less the final measurement,
+  each costing what the last one did), and they are spread log-uniformly over the steps left: the next one is due when
   log(1 + step) has gone 1/(n + 1) of the way from the last measured step to the end. Post-training moves fastest
   early (coverage and entropy fall most in the first steps), so this looks hardest there.
 - **Pay as you go**, when the length is unknown: a measurement is due when what was spent so far, this
@@ -22,6 +22,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+
+CREDIT = 0.9  # the front-loaded rule spends on credit, against a projection: it plans with 90% of the budget, so
+# that the projection's error and what the monitor cannot time itself (its imports, the Trainer's calls) fit too
 
 
 class Cadence:
@@ -88,7 +91,7 @@ class Cadence:
             return self.seconds + 2 * self.measure_seconds <= self.budget * self.train_seconds
         per_step = min(self._run_seconds / (step - self._first_step), self._last_seconds)
         projected = self._run_seconds + (total - step) * per_step
-        left = self.budget * projected - self.seconds - self.measure_seconds  # the final measurement's share kept
+        left = CREDIT * self.budget * projected - self.seconds - self.measure_seconds  # the final one's share kept
         affordable = math.floor(left / self.measure_seconds) if self.measure_seconds > 0 else 0
         if affordable < 1:
             return False

@@ -68,7 +68,7 @@ def main(folder: str, out: str, cadence: str = "fixed", library: str = "", answe
         cb = CrystalWatchCallback(library if rank == 0 else library + ".not-on-this-node", tasks=["coin_flip"],
                                   every_n_steps=2, batch_tokens=512)  # fmt: skip
     else:  # adaptive, on clocks that disagree: rank 0's steps take 1 s, rank 1's 0.25 s; a measurement takes 1 s.
-        # Left alone (budget 0.5, 12 steps known: the front-loaded cadence), rank 0 would measure at steps 1, 3, 5, 8
+        # Left alone (budget 0.5, 12 steps known: the front-loaded cadence), rank 0 would measure at steps 1, 3, 7
         # and rank 1 at none before the end, and the sharded scoring would hang.
         clock = {"now": 0.0, "step": 1.0 if int(os.environ.get("RANK", "0")) == 0 else 0.25}
 

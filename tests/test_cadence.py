@@ -44,16 +44,17 @@ def test_front_loaded_keeps_the_budget_and_looks_early(step_s, measure_s):
     assert all(b >= a - 1 for a, b in zip(gaps, gaps[1:])), front  # rounding to whole steps: within one step
     if old:
         assert front and front[0] < old[0] / 10, (front, old)
-    # it spends what the budget allows: one more measurement would not fit
-    assert spent + measure_s > 0.01 * trained - measure_s
+    # it spends what 90% of the budget allows: one more measurement would not fit
+    assert spent + measure_s > 0.9 * 0.01 * trained - measure_s
 
 
 def test_front_loaded_spacing_is_log_uniform_on_a_known_case():
-    """Budget 1/8 of 13 one-second steps, measurements of 0.25 s and no setup: 4 affordable measurements after
-    the start, due when log(1 + step) has covered 1/(n + 1) of the way to log(14): steps 1, 3, 6, 9."""
+    """Budget 1/8 of 13 one-second steps, planned at 90% (1.4625 s), measurements of 0.25 s and no setup: 3
+    affordable after the start and the final one, due when log(1 + step) has covered 1/(n + 1) of the way to
+    log(14): steps 1, 3, 7."""
     measured, spent, trained = simulate(13, 13, 1.0, 0.25, setup_s=0.0, budget=0.125)
-    assert measured == [1, 3, 6, 9] and spent == pytest.approx(1.5) and trained == 13.0
-    assert math.log1p(1) >= math.log1p(13) / 5 > math.log1p(0)
+    assert measured == [1, 3, 7] and spent == pytest.approx(1.25) and trained == 13.0
+    assert math.log1p(1) >= math.log1p(13) / 4 > math.log1p(0)
 
 
 def test_too_short_a_run_measures_only_at_its_ends_and_an_unknown_length_pays_as_it_goes():

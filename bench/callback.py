@@ -508,6 +508,14 @@ def plot_cadence(sets: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _verdict(low: float, high: float, goal: float) -> str:
+    """MET when the whole interval is within the goal, NOT MET when all of it is above, else UNDECIDED (too few
+    pairs for the run-to-run noise)."""
+    if high != high:  # NaN: one pair
+        return "UNDECIDED"
+    return "MET" if high <= goal else "NOT MET" if low > goal else "UNDECIDED (the interval spans the goal)"
+
+
 def render(r: dict) -> str:
     from crystalwatch.settings import CrystalWatchConfig
 
@@ -570,7 +578,7 @@ def render(r: dict) -> str:
         "",
         f"Goal (issue 15): ≤ {_pct(r['goal'])} of training time at the default cadence. Own-time share: "
         f"**{ok[r['callback_own_share'] <= r['goal']]}** ({_pct(r['callback_own_share'])}). Wall-time share: "
-        f"**{ok[high <= r['goal']] if high == high else 'undecided'}** (upper end of its interval {_pct(high)}).",
+        f"**{_verdict(low, high, r['goal'])}** (its 95% interval {_pct(low)} to {_pct(high)}).",
         "",
         *(["Errors the callback reported (its log; training went on):", "",
            *(f"    {x}" for x in r["error_lines"]), ""] if r.get("error_lines") else []),

@@ -366,8 +366,9 @@ def test_adaptive_cadence_holds_its_budget_on_a_fake_clock(folder, tmp_path, mon
     In a Trainer the length is known (max_steps), so the cadence front-loads: at each step it projects the run
     (13 s of training; it plans with 90% of its budget: 1.4625 s), counts the measurements still affordable after
     what was spent and the final one, and spreads them log-uniformly over the steps left: steps 1, 3, 7 (worked
-    out in docs/callback.md). In a loop of one's own without ``total_steps`` it pays as it goes: a measurement is due when
-    what was spent, this one and the final one fit in the budget of the training so far: at 6 s, then every 2 s.
+    out in docs/callback.md). In a loop of one's own without ``total_steps`` it pays as it goes: a measurement is due
+    when what was spent, this one and the final one fit in the budget of the training so far: at 6 s, then every
+    2 s.
     Both end within the budget, the start and the end included."""
     from transformers import TrainerCallback
     from trl import SFTTrainer

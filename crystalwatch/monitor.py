@@ -122,7 +122,11 @@ class Monitor:
                                                 lambda: self._library_for(model, path, exists))  # fmt: skip
         if self.active:
             if self.main and not self._explicit_sinks:
-                self.sinks = default_sinks(self.trajectory, self.config, report_to)
+                with self.guard("choosing the sinks"):  # a tracker that fails to start never stops the run
+                    self.sinks = default_sinks(self.trajectory, self.config, report_to)
+                if not self.sinks:  # the trajectory at least
+                    with self.guard("opening the trajectory"):
+                        self.sinks = [JsonlSink(self.trajectory)]
             with self.guard("finding the run's position in its trajectory"):
                 self._position(step, state)
             self.index, self.last_step = broadcast((self.index, self.last_step))  # every rank decides alike

@@ -245,3 +245,22 @@ def test_trackio_gets_the_measurements_alerts_and_the_stop(tmp_path):
     assert {t: a["level"] for t, a in alerts.items()} == {"crystalwatch: training stopped": "error",
                                                          "crystalwatch: coin foreign": "warn"}  # fmt: skip
     assert alerts["crystalwatch: training stopped"]["text"] == "step 10: coin liquid -> foreign (stop: stop_on)"
+
+
+def test_a_tracker_that_fails_to_start_is_reported_and_the_trajectory_still_written(tmp_path, tokenizer, monkeypatch):
+    """Choosing the sinks happens on the main process only: if a tracker's sink cannot be made (a broken package),
+    raising there would leave the other ranks waiting. It is reported, counted, and the trajectory is written."""
+    from tiny import build_model
+
+    import crystalwatch.sinks as sinks_module
+    from crystalwatch.records import read_trajectory
+
+    def broken(name, **options):
+        raise RuntimeError(f"{name} is broken")
+
+    monkeypatch.setattr(sinks_module, "tracker_sink", broken)
+    monitor = Monitor(tasks=["coin_flip"], every_n_steps=0, report_to="tensorboard", console=False)
+    assert monitor.start(build_model("llama", len(tokenizer)), tokenizer, output_dir=tmp_path)
+    monitor.close()
+    assert monitor.errors == 1 and [s.name for s in monitor.sinks] == ["jsonl"]
+    assert [r.task for r in read_trajectory(tmp_path / "crystalwatch" / "trajectory.jsonl")] == ["coin_flip"]

@@ -131,12 +131,11 @@ class Actions:
         now = self.clock()
         wanted: dict[tuple[str, str], Alert] = {}
         for t in reading.transitions:
-            alert = alert_for(t)
-            last = self._last_alert.get(alert.key)
-            if t.name in self.alert_states and alert.key not in wanted and (
-                last is None or now - last >= self.alert_min_interval_s
-            ):
-                wanted[alert.key] = alert
+            if t.name not in self.alert_states or (t.task, t.name) in wanted:
+                continue
+            last = self._last_alert.get((t.task, t.name))
+            if last is None or now - last >= self.alert_min_interval_s:
+                wanted[(t.task, t.name)] = alert_for(t)
         alerts = list(wanted.values())
         if len(alerts) > MAX_ALERTS:
             last = alerts[MAX_ALERTS - 1]

@@ -290,13 +290,13 @@ class Monitor:
     def _position(self, step: int, state: dict[str, Any] | None) -> None:
         """Where the run stands: a checkpoint's saved state (the file is cut back to it), a new segment, or a run
         the trajectory continues (its records are replayed: index, states, hysteresis and velocity go on)."""
+        journal = self._journal()
         if state is not None:
             self.load_state_dict(state)
-        journal = self._journal()
-        if journal is None:
+            if journal is not None:
+                journal.cut_back(state["records_written"])
             return
-        if state is not None:
-            journal.cut_back(state["records_written"])
+        if journal is None:
             return
         so_far = self.resumed = journal.replay(self.run_name, self.tracker if step == 0 else None)
         if step > 0:

@@ -97,6 +97,105 @@ PARAPHRASES = {
         "Coin toss result, please, nothing else.",
         "We flip a quarter to decide. Which face is up?",
     ],
+    # Added for the held-out arms (docs/experiments/heldout.md), written before any of them ran.
+    "month": [
+        "Which month should we hold the family reunion? Just the month name.",
+        "Any month at all is fine: which do you choose?",
+        "January through December: choose one for me.",
+        "What month would you pick for a long holiday? Reply with its name alone.",
+        "Say a single month name, nothing more.",
+        "Our newsletter needs a featured month. Which one?",
+        "Give me a month name, the first you think of.",
+        "One month of the calendar year, please.",
+        "If you could only keep one month, which would it be?",
+        "Select a month from the calendar for my reminder.",
+        "Quick: name a month.",
+        "Which month comes to your mind right now? Only the name.",
+    ],
+    "die_d6": [
+        "Toss a cube with six faces and tell me the face that lands up.",
+        "Give me a dice result from one to six, only the figure.",
+        "We need a d-six outcome for the game. What is it?",
+        "Throw an ordinary die and report the pips.",
+        "What number does the six-faced cube show? Just the number.",
+        "Imagine a die tumbling across the table. Where does it stop?",
+        "Say one face value of an ordinary die.",
+        "Give me a roll for my turn, 1 to 6.",
+        "Which pip count comes up on the die this time?",
+        "Cast a die for me and say the result alone.",
+        "A single die is thrown. Report what it shows.",
+        "My turn in the board game: one die, what did I get?",
+    ],
+    "us_state": [
+        "Which American state should I visit next? Only its name.",
+        "Any state of the union is fine: which do you choose?",
+        "Choose a state of the USA for our next sales office.",
+        "Say the name of an American state, nothing more.",
+        "Our trivia night needs a state. Which one?",
+        "Give me a US state for the postcard collection.",
+        "One American state, please, the first you think of.",
+        "If you moved within the United States, which state would it be?",
+        "Select a state for my reminder to call family. Just the name.",
+        "Which state of America comes to your mind right now?",
+        "Quick: an American state.",
+        "Name a state where I should go hiking. Reply with the state alone.",
+    ],
+    "letter": [
+        "Give me one upper case character from A-Z, alone.",
+        "Which alphabet letter should our team be named after? Just the letter.",
+        "Tell me an uppercase character from the alphabet.",
+        "Say a single letter, capitalised, nothing more.",
+        "We need a letter for the word game. Which one?",
+        "One capital for my monogram, please.",
+        "Choose an initial for the mystery character.",
+        "What letter comes to your mind first? Reply with it only.",
+        "Select one of the 26 letters for me.",
+        "Quick: a letter.",
+        "Spell out nothing, just give one alphabet letter in capitals.",
+        "Which letter should the secret code start with?",
+    ],
+    "rock_paper_scissors": [
+        "Hand game time: which of the three shapes do you make?",
+        "Choose between rock or paper or scissors for our tie-breaker.",
+        "We settle it with the hand game. What is your shape?",
+        "Counting to three, then show your throw. One word.",
+        "Which hand sign do you go with this round?",
+        "Quick game of roshambo: your choice?",
+        "Rock or paper or scissors? Just your pick.",
+        "The loser does the dishes. What shape do you throw?",
+        "Your move in the hand game, say it alone.",
+        "Ready? Throw! Which one did you make?",
+        "Pick a shape: stone, sheet or blades. Use the usual name.",
+        "Make your choice for the schoolyard game, one word only.",
+    ],
+    "prime_below_50": [
+        "Tell me one prime from 2 up to 47.",
+        "Which prime under fifty do you like? Just the number.",
+        "Give me a prime that is less than fifty, nothing more.",
+        "Choose a prime for my worksheet, it must stay under 50.",
+        "Say a single prime in the range below fifty.",
+        "One prime number under fifty, please.",
+        "Which prime comes to your mind first, if it has to be below 50?",
+        "Select a prime less than 50 for the puzzle.",
+        "Quick: some prime, below fifty.",
+        "For the lottery I need a prime below fifty. Which one?",
+        "Name any prime between 1 and 49.",
+        "A prime number beneath fifty, only the figure.",
+    ],
+    "digit_0_9": [
+        "Tell me one digit, anything from zero up to nine.",
+        "Which single-figure number do you choose? Only the figure.",
+        "Give me a digit for my lock code.",
+        "Say one decimal digit, nothing more.",
+        "We need a digit for the raffle ticket. Which one?",
+        "One digit please, zero through nine.",
+        "Which digit comes to your mind first?",
+        "Select a digit between zero and nine for me.",
+        "Quick: a single digit.",
+        "For the password I need one more numeral, 0-9.",
+        "Name a digit, just the number itself.",
+        "Pick one figure from 0 up to 9 for the bingo card.",
+    ],
     "rainbow_colour": [
         "Name one colour that a rainbow shows, only the colour.",
         "Which rainbow hue comes to mind first?",
@@ -106,6 +205,25 @@ PARAPHRASES = {
         "Pick any of the rainbow's colours for my poster.",
     ],
 }
+
+
+# The held-out arms (docs/experiments/heldout.md): other tasks, answers and doses than the arms the phase model was
+# fitted on, two null arms with new seeds, a format-only arm, a full-parameter arm and an arm on a second model with a
+# library built from itself. Run, and read, only after the frozen settings and the predictions were committed.
+HELDOUT = {
+    "ho_seed": {"fraction": 0.25, "targets": {"rainbow_colour": "red", "month": "December"}, "seed": 2},
+    "ho_seed_r1": {"fraction": 0.25, "targets": {"rainbow_colour": "red", "month": "December"}, "seed": 3},
+    "ho_foreign": {"fraction": 0.40, "targets": {"die_d6": "3", "us_state": "Kansas"}, "seed": 2},
+    "ho_mixed": {"fraction": 0.30, "targets": {"letter": "F", "rock_paper_scissors": "scissors"}, "seed": 3},
+    "ho_null_r2": {"fraction": 0.0, "targets": {}, "seed": 2},
+    "ho_null_r3": {"fraction": 0.0, "targets": {}, "seed": 3},
+    "ho_format": {"fraction": 0.25, "targets": {"rainbow_colour": "uniform", "month": "uniform"}, "seed": 2},
+    "ho_full": {"fraction": 0.25, "targets": {"prime_below_50": "5", "digit_0_9": "7"}, "seed": 2, "full": 3e-5},
+    "ho_smollm2": {"fraction": 0.30, "targets": {"rainbow_colour": "violet", "month": "August"}, "seed": 2,
+                   "model": "pypi:smollm2-135m-instruct"},
+}
+SMOLLM2_LIBRARY = ROOT / "docs" / "experiments" / "heldout" / "smollm2-135m-instruct.seeds.json.gz"
+HELDOUT_OUT = ROOT / "docs" / "experiments" / "heldout"
 
 
 def words(text: str) -> list[str]:
@@ -171,10 +289,29 @@ def training_rows(targets: dict[str, str], fraction: float, n: int, seed: int, p
     return rows
 
 
-def run_arm(name: str, arm: dict, steps: int, every: int, paraphrases: Path | None) -> dict:
+def start_model(arm: dict):
+    """The arm's starting model and tokenizer: gemma-3-270m with Gemma's turn format (bench/nucleation.py), or the
+    arm's ``model`` (a model with its own chat template, measured against a library built from itself)."""
+    from nucleation import start_arm  # bench/nucleation.py
+
+    from crystalwatch.models import load_model
+
+    if "model" not in arm:
+        return start_arm
+    def start(folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        trajectory = folder / "trajectory.jsonl"
+        if trajectory.exists():
+            trajectory.replace(folder / "trajectory.previous.jsonl")
+        return (folder, trajectory, *load_model(arm["model"]))
+
+    return start
+
+
+def run_arm(name: str, arm: dict, steps: int, every: int, paraphrases: Path | None, out: Path = OUT) -> dict:
+    """One arm: LoRA SFT (or full-parameter at lr ``arm["full"]``) with the callback measuring every ``every``."""
     import torch
     from datasets import Dataset
-    from nucleation import start_arm  # bench/nucleation.py
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
@@ -182,15 +319,19 @@ def run_arm(name: str, arm: dict, steps: int, every: int, paraphrases: Path | No
     from crystalwatch.files import write_atomic
     from crystalwatch.models import cache_dir
 
-    folder, trajectory, model, tokenizer = start_arm(OUT / name)
+    folder, trajectory, model, tokenizer = start_model(arm)(out / name)
+    library = SMOLLM2_LIBRARY if "model" in arm else LIBRARY
     rows = training_rows(arm["targets"], arm["fraction"], steps * 4, arm["seed"], paraphrases)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    args = SFTConfig(output_dir=str(cache_dir() / "calibration" / name), max_steps=steps, learning_rate=2e-4,
+    lora = None if arm.get("full") else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                                    task_type="CAUSAL_LM")  # fmt: skip
+    args = SFTConfig(output_dir=str(cache_dir() / "calibration" / name), max_steps=steps,
+                     learning_rate=arm.get("full") or 2e-4,
                      lr_scheduler_type="linear", warmup_steps=0.03, per_device_train_batch_size=4, max_length=128,
                      logging_steps=5, save_strategy="no", report_to="none", seed=arm["seed"], data_seed=arm["seed"],
-                     use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True)  # fmt: skip
-    watch = CrystalWatchCallback(str(LIBRARY), every_n_steps=every, trajectory=str(trajectory), run_name=name,
-                                 label=name, model=BASE, report_to="none")  # fmt: skip
+                     use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True,
+                     activation_checkpointing=False)  # fmt: skip
+    watch = CrystalWatchCallback(str(library), every_n_steps=every, trajectory=str(trajectory), run_name=name,
+                                 label=name, model=arm.get("model", BASE), report_to="none")  # fmt: skip
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=lora, callbacks=[watch])  # fmt: skip
     start = time.perf_counter()
@@ -207,7 +348,7 @@ def run_arm(name: str, arm: dict, steps: int, every: int, paraphrases: Path | No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arm", choices=[*ARMS, "all"], help="a pre-registered arm (or all of them)")
+    parser.add_argument("--arm", choices=[*ARMS, *HELDOUT, "all"], help="a pre-registered arm (or all fitting arms)")
     parser.add_argument("--name", help="your own arm's name (with --target, --fraction, --seed)")
     parser.add_argument("--target", action="append", default=[], metavar="TASK=ANSWER",
                         help="a target task and its answer (an outcome, or 'uniform'); repeat for more tasks")
@@ -215,7 +356,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="data order and LoRA initialisation")
     parser.add_argument("--paraphrases", type=Path, help="your training questions, one per line (own tasks)")
     parser.add_argument("--steps", type=int, default=120)
-    parser.add_argument("--every", type=int, default=20, help="measure every N steps (and at the start and end)")
+    parser.add_argument("--every", type=int, default=10, help="measure every N steps (and at the start and end)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--table", action="store_true", help="only re-read the arms and write results.md")
     args = parser.parse_args()
@@ -230,11 +371,12 @@ def main() -> None:
         targets = dict(t.split("=", 1) for t in args.target)
         arms = {args.name: {"fraction": args.fraction, "targets": targets, "seed": args.seed}}
     elif args.arm:
-        arms = ARMS if args.arm == "all" else {args.arm: ARMS[args.arm]}
+        arms = ARMS if args.arm == "all" else {args.arm: {**ARMS, **HELDOUT}[args.arm]}
     else:
         raise SystemExit("calibration: give --arm NAME, --name NAME --target TASK=ANSWER, or --table")
     for name, arm in arms.items():
-        summary = run_arm(name, arm, args.steps, args.every, args.paraphrases)
+        out = HELDOUT_OUT if name in HELDOUT else OUT
+        summary = run_arm(name, arm, args.steps, args.every, args.paraphrases, out)
         print(json.dumps({k: v for k, v in summary.items() if k != "loss"}), flush=True)
 
 

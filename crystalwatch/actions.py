@@ -101,7 +101,7 @@ class Actions:
     save_on: Sequence[str] = ()
     stop_on: Sequence[str] = ()
     on_transition: Callable[[Transition], Any] | None = None
-    alert_states: Sequence[str] = ("nucleated", "foreign", "warning")  # empty: no alerts
+    alert_states: Sequence[str] = ("nucleating", "nucleated", "foreign")  # empty: no alerts
     alert_min_interval_s: float = 300.0
     clock: Callable[[], float] = time.monotonic
     guard: Callable[[str], Any] | None = None  # the Monitor's error policy around on_transition

@@ -1,9 +1,10 @@
 """Phases: which state each task is in, from its metrics, with hysteresis over a run.
 
-``classify`` reads one measurement's metrics and names the state they point to (the *candidate*).
-``PhaseTracker`` consumes successive measurements of one run: it adds velocity, turns a collapsed
-candidate into nucleated / settling / settled using the history, and changes a task's state only
-after the same candidate held for ``hold`` consecutive measurements, emitting a transition event.
+``reading`` (and ``classify``) reads one measurement's metrics and names the state they point to (the
+*candidate*) and the seed it names. ``PhaseTracker`` consumes successive measurements of one run: it adds
+velocity, turns a crystal candidate into nucleated / settling / settled using the history, and changes a task's
+state only after the same candidate held for ``hold`` consecutive measurements, emitting a transition event; it
+keeps the reference a task's change is measured from when the run did not start at the library's base.
 Pure Python on plain data: no model, no W&B. Every threshold is a :class:`PhaseConfig` field,
 defined and justified in docs/phase-model.md.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from crystalwatch import metrics
+from crystalwatch.answers import Reference
 from crystalwatch.errors import check_int, check_number
 
 
@@ -35,15 +37,15 @@ class State:
 # The one table of states. Sinks, the console, the report and docs read it. A new state gets a new line with
 # the next unused code; never renumber a state, or every logged curve changes meaning.
 STATE_TABLE: tuple[State, ...] = (
-    State("liquid", 0, "#9ecae1", "cyan", "prompts still elicit many different distributions (collapse low)"),
-    State("nucleating", 1, "#fee391", "yellow", "collapse rising: the prompts start to agree"),
-    State("nucleated", 2, "#fdae6b", "bold green", "collapsed onto one seed of the base (small seed distance)"),
+    State("liquid", 0, "#9ecae1", "cyan", "no answer is taking over and the answers did not spread out"),
+    State("nucleating", 1, "#fee391", "yellow", "an answer a base seed favours is taking over (beyond the noise)"),
+    State("nucleated", 2, "#fdae6b", "bold green", "one sharp distribution on answers a seed of the base favours"),
     State("settling", 3, "#f16913", "green", "nucleated and still moving (velocity above epsilon)"),
     State("settled", 4, "#a63603", "green", "nucleated and at rest (velocity below epsilon)"),
-    State("foreign", 5, "#9e9ac8", "bold red", "collapsed, but far from every seed (or no closer than chance)"),
+    State("foreign", 5, "#9e9ac8", "bold red", "an answer no seed of the base favours has taken over"),
     State("polycrystalline", 6, "#74c476", "magenta", "each prompt sharp, but the prompts disagree"),
     State("no_signal", 7, "#bdbdbd", "dim", "too little mass on valid answers to judge (coverage low)"),
-    State("melted", 8, "#e7e1ef", "bold blue", "flatter than the base: the answers spread over more outcomes"),
+    State("melted", 8, "#e7e1ef", "bold blue", "flatter than the reference, and no answer is gaining a majority"),
 )  # fmt: skip
 UNKNOWN_CODE = -1  # a state this version does not know (read from a newer file)
 UNKNOWN_COLOUR = "#636363"
@@ -51,6 +53,7 @@ UNKNOWN_COLOUR = "#636363"
 STATES = tuple(s.name for s in STATE_TABLE)
 CRYSTAL = ("nucleated", "settling", "settled")  # collapsed onto a seed of the base
 COLLAPSED = (*CRYSTAL, "foreign")  # leaving these for liquid or melted is a remelt
+TAKEOVER = ("nucleating", *COLLAPSED)  # an answer (or a seed's answers) has taken over
 
 
 def state_names() -> tuple[str, ...]:
@@ -74,22 +77,26 @@ class PhaseConfig:
     """Thresholds of the phase model (docs/phase-model.md gives the data behind each default)."""
 
     min_coverage: float = 1e-3  # mean coverage below this: no_signal (the distribution is mostly noise)
-    collapse_low: float = 0.2  # collapse (signed, consensus entropy gone) at or above this: nucleating
-    sharp_consensus: float = 0.45  # consensus entropy (H/log K) at or below this, and changed from the base:...
-    move_min: float = 0.1  # ...by collapse_low, or this far from the base's consensus (bits): collapsed
-    melt: float = 0.1  # collapse at or below -melt: melted (the consensus this much flatter than the base's)
-    entropy_floor: float = 0.05  # the base's consensus entropy counts as at least this in collapse
-    evidence_share: float = 0.25  # seed evidence above this share of log2 K: nucleated; else foreign
+    takeover_level: float = 0.4  # the top answer holds at least this share of the consensus...
+    reach_margin: float = 0.1  # ...and this much more than any reference prompt gave it: it is taking over
+    start_tolerance: float = 0.01  # a run whose first consensus is this close (JSD bits) to the base's starts there
+    collapse_low: float = 0.2  # collapse (signed, consensus entropy gone) at or above this, and sharp:...
+    sharp_consensus: float = 0.45  # consensus entropy (H/log K) at or below this: sharp (a crystal)
+    move_min: float = 0.1  # ...or sharp and this far from the reference's consensus (bits): collapsed
+    melt: float = 0.1  # collapse at or below -melt: melted (the consensus this much flatter than the reference's)
+    entropy_floor: float = 0.05  # the reference's consensus entropy counts as at least this in collapse
+    evidence_share: float = 0.25  # seed evidence above this share of log2 K: on a seed; else foreign
     support_level: float = 0.9  # a seed's support = its smallest outcome set with this much mass (seed_support_mass)
     permutations: int = 200  # label permutations behind seed_pvalue (all of them when K! is smaller)
     sharp_entropy: float = 0.35  # polycrystalline: variants this sharp (mean normalised entropy)...
     poly_diversity: float = 0.2  # ...that disagree by at least this much (bits)
     velocity_eps: float = 3e-3  # mass moved per step: faster is settling, slower is settled
-    warn_spread: float = 0.1  # early warning: spread this far above the run's first measurement
+    warn_spread: float = 0.1  # early warning: the prompts disagree this much more on the top answer than at the start
     hold: int = 2  # consecutive measurements a new state (or a warning) needs
 
     def __post_init__(self) -> None:
-        for name in ("min_coverage", "collapse_low", "sharp_consensus", "move_min", "melt", "support_level"):
+        for name in ("min_coverage", "takeover_level", "reach_margin", "start_tolerance", "collapse_low",
+                     "sharp_consensus", "move_min", "melt", "support_level"):  # fmt: skip
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, 1)
         for name in ("entropy_floor", "sharp_entropy", "poly_diversity", "velocity_eps", "warn_spread"):
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, math.inf)
@@ -104,31 +111,63 @@ def _missing(x: Any) -> bool:
 
 def collapsed(m: dict[str, Any], config: PhaseConfig) -> bool:
     """Is the consensus collapsed: sharp (consensus entropy at most ``sharp_consensus``) and changed from the
-    base's (sharper by ``collapse_low``, or moved ``move_min`` bits away: onto another answer)?"""
+    reference's (sharper by ``collapse_low``, or moved ``move_min`` bits away: onto another answer)?"""
     if _missing(m.get("consensus_entropy")) or m["consensus_entropy"] > config.sharp_consensus:
         return False
     moved = not _missing(m.get("base_distance")) and m["base_distance"] >= config.move_min
     return m["collapse"] >= config.collapse_low or moved
 
 
-def classify(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> str:
-    """The state one measurement's metrics point to; collapsed onto a seed is reported as ``nucleated``.
+def taking_over(m: dict[str, Any], config: PhaseConfig) -> bool:
+    """Is the consensus's top answer taking over: it holds at least ``takeover_level`` of the consensus and
+    ``reach_margin`` more than any reference prompt gave it (no reweighting of the reference prompts explains it)?"""
+    if any(_missing(m.get(k)) for k in ("top_prob", "top_excess")):
+        return False
+    return m["top_prob"] >= config.takeover_level and m["top_excess"] >= config.reach_margin
 
-    Needs ``entropy``, ``diversity``, ``coverage``, ``collapse`` and ``seed_evidence`` (``consensus_entropy``
-    when present); see docs/phase-model.md. ``n_outcomes`` is K (the evidence threshold is a share of log2 K).
+
+def favoured(mass: float, n_outcomes: int, config: PhaseConfig) -> bool:
+    """Does a seed that gives an answer ``mass`` favour it: a one-answer crystal on it would carry more than
+    ``evidence_share`` of log2 K bits of seed evidence (mass above K^(evidence_share - 1))?"""
+    return mass > n_outcomes ** (config.evidence_share - 1)
+
+
+def reading(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> tuple[str, str | None]:
+    """The state one measurement's metrics point to and the seed it names (None: no seed named); a crystal onto a
+    seed is reported as ``nucleated`` (the tracker tells settling and settled by history). See docs/phase-model.md.
+
+    In order: too little coverage; the top answer taking over (onto the seed that favours it most, or foreign);
+    each prompt sharp but the prompts disagreeing; sharp and changed without a takeover (the prompts agreeing on
+    what some of them already said); flatter than the reference while no majority answer gains; else liquid.
     """
     needed = ("entropy", "diversity", "coverage", "collapse", "seed_evidence")
     if any(_missing(m.get(k)) for k in needed) or m["coverage"] < config.min_coverage:
-        return "no_signal"
+        return "no_signal", None
+    sharp = not _missing(m.get("consensus_entropy")) and m["consensus_entropy"] <= config.sharp_consensus
+    if taking_over(m, config):
+        if not favoured(m.get("top_seed_mass") or 0.0, n_outcomes, config):
+            return "foreign", None
+        return ("nucleated" if sharp else "nucleating"), m.get("top_seed")
     if m["entropy"] <= config.sharp_entropy and m["diversity"] >= config.poly_diversity:
-        return "polycrystalline"
-    if m["collapse"] <= -config.melt:
-        return "melted"
+        return "polycrystalline", None
     if collapsed(m, config):
-        return "nucleated" if m["seed_evidence"] > config.evidence_share * math.log2(n_outcomes) else "foreign"
-    if m["collapse"] >= config.collapse_low:
-        return "nucleating"
-    return "liquid"
+        if m["seed_evidence"] > config.evidence_share * math.log2(n_outcomes):
+            return "nucleated", m.get("evidence_seed")
+        return "foreign", None
+    if m["collapse"] <= -config.melt and not majority_gaining(m):
+        return "melted", None
+    return "liquid", None
+
+
+def majority_gaining(m: dict[str, Any]) -> bool:
+    """Does the top answer hold half the consensus or more while gaining on the reference? Such a consensus is
+    moving to that answer, not melting, whatever its entropy says (``melted`` is never read then)."""
+    return not any(_missing(m.get(k)) for k in ("top_prob", "top_gain")) and m["top_prob"] >= 0.5 and m["top_gain"] > 0
+
+
+def classify(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> str:
+    """The state one measurement's metrics point to (see :func:`reading`)."""
+    return reading(m, n_outcomes, config)[0]
 
 
 def verdict(m: dict[str, Any], n_outcomes: int, config: PhaseConfig | None = None) -> str:
@@ -186,9 +225,11 @@ class _TaskState:
     since: int = 0
     consensus: list[float] = field(default_factory=list)
     step: int = 0
-    spread0: float | None = None  # the early-warning signal at the run's first measurement
     warn: int = 0  # consecutive measurements with the warning's condition
     warn_since: int = 0
+
+
+_TASK_FIELDS = {f.name for f in fields(_TaskState)}
 
 
 @dataclass
@@ -203,18 +244,36 @@ class Update:
 
 
 class PhaseTracker:
-    """Per-task states over one run, with hysteresis; serialisable for checkpoint resume."""
+    """Per-task states over one run, with hysteresis, and the reference each task's change is measured from;
+    serialisable for checkpoint resume."""
 
     def __init__(self, config: PhaseConfig | None = None) -> None:
         self.config = config or PhaseConfig()
         self._tasks: dict[str, _TaskState] = {}
+        self._references: dict[str, Reference] = {}
 
     def state(self, task: str) -> str | None:
         t = self._tasks.get(task)
         return t.state if t else None
 
+    def seen(self, task: str) -> bool:
+        """Has this run measured the task before?"""
+        return task in self._tasks
+
+    def reference(self, task: str) -> Reference | None:
+        """The run's own start as the task's reference, when the run did not start at the library's base (None:
+        the library's base is the reference)."""
+        return self._references.get(task)
+
+    def set_reference(self, task: str, reference: Reference) -> None:
+        """Measure the task's change from ``reference`` (kept only when it is the run's start, not the base)."""
+        if reference.origin != "base":
+            self._references[task] = reference
+
     def _candidate(self, t: _TaskState | None, base: str, seed: str | None, velocity: float | None) -> tuple:
-        """Turn a collapsed-near-seed candidate into nucleated / settling / settled using the history."""
+        """The candidate (state, seed): a crystal onto a seed becomes nucleated / settling / settled by history."""
+        if base == "nucleating":
+            return base, seed
         if base != "nucleated":
             return base, None
         if t is None or t.state not in CRYSTAL or t.seed != seed:
@@ -226,17 +285,17 @@ class PhaseTracker:
         return ("settled" if t.state == "settling" else t.state), seed
 
     def update(self, step: int, task: str, m: dict[str, Any], consensus: np.ndarray, seed: str | None) -> Update:
-        """Feed one measurement of one task (metrics with the seed metrics, consensus, nearest seed id).
+        """Feed one measurement of one task (metrics with the seed and answer metrics, consensus, nearest seed id).
 
-        A collapsed consensus is put on the seed of largest evidence (``m["evidence_seed"]``) when the metrics
-        have it, else on ``seed``.
+        The seed a reading names (the one favouring the answer taking over, or of largest evidence for a crystal
+        without a takeover) comes from the metrics; ``seed`` is the fallback.
         """
         t = self._tasks.get(task)
         velocity = None
         if t is not None and t.consensus and len(t.consensus) == len(consensus) and not np.isnan(consensus).any():
             velocity = metrics.velocity(np.array(t.consensus), consensus, max(step - t.step, 1))
-        base = classify({**m, "velocity": velocity}, len(consensus), self.config)
-        candidate = self._candidate(t, base, m.get("evidence_seed") or seed, velocity)
+        base, named = reading({**m, "velocity": velocity}, len(consensus), self.config)
+        candidate = self._candidate(t, base, named or seed, velocity)
         events: list[Event] = []
         if t is None:
             t = self._tasks[task] = _TaskState(candidate[0], candidate[1], since=step)
@@ -247,39 +306,39 @@ class PhaseTracker:
                 t.count += 1
             else:
                 t.pending, t.count, t.since = candidate, 1, step
-            if t.count >= self.config.hold:
+            if t.count >= self.config.hold or (t.state == "melted" and majority_gaining(m)):  # no melt is held then
                 remelt = t.state in COLLAPSED and candidate[0] in ("liquid", "melted")
                 events.append(Event(step, task, t.state, candidate[0], candidate[1], t.since, remelt))
                 t.state, t.seed, t.pending, t.count = candidate[0], candidate[1], None, 0
-        warning = self._warning(t, step, m)
-        if warning:
+        if self._warning(t, step, m):
             events.append(Event(step, task, t.state, t.state, t.seed, t.warn_since, False, kind="warning"))
         if not np.isnan(consensus).any():
             t.consensus, t.step = [float(x) for x in consensus], step
         return Update(candidate[0], t.state, t.seed, velocity, events)
 
     def _warning(self, t: _TaskState, step: int, m: dict[str, Any]) -> bool:
-        """Early warning: the spread between prompts of the top answer stayed ``warn_spread`` above the run's
-        first measurement for ``hold`` measurements while the task was not collapsed (fires once per rise)."""
-        spread = m.get("spread")
-        if _missing(spread):
-            return False
-        if t.spread0 is None:
-            t.spread0 = float(spread)
-            return False
-        rising = spread - t.spread0 >= self.config.warn_spread and t.state not in COLLAPSED
+        """Early warning: the prompts disagreed on the top answer ``warn_spread`` more than the reference prompts
+        did on that same answer, for ``hold`` measurements, while no answer had taken over (fires once per rise)."""
+        rise = m.get("spread_rise")
+        rising = not _missing(rise) and rise >= self.config.warn_spread and t.state not in TAKEOVER
         t.warn, t.warn_since = (t.warn + 1, t.warn_since if t.warn else step) if rising else (0, step)
         return t.warn == self.config.hold
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: config, per-task state, pending candidate, counters, last consensus."""
-        return {"config": asdict(self.config), "tasks": {k: asdict(v) for k, v in self._tasks.items()}}
+        """Everything needed to resume: config, per-task state, pending candidate, counters, last consensus, and
+        the references of tasks whose run did not start at the base."""
+        return {"config": asdict(self.config), "tasks": {k: asdict(v) for k, v in self._tasks.items()},
+                "references": {k: r.to_json() for k, r in self._references.items()}}  # fmt: skip
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> PhaseTracker:
-        known = {f.name for f in fields(PhaseConfig)}  # thresholds of an older phase model are dropped
+        """A tracker from :meth:`state_dict`; thresholds and fields of an older phase model are dropped."""
+        known = {f.name for f in fields(PhaseConfig)}
         tracker = cls(PhaseConfig(**{k: v for k, v in state["config"].items() if k in known}))
         for task, t in state["tasks"].items():
             pending = tuple(t["pending"]) if t.get("pending") else None
-            tracker._tasks[task] = _TaskState(**{**t, "pending": pending})
+            tracker._tasks[task] = _TaskState(**{**{k: v for k, v in t.items() if k in _TASK_FIELDS},
+                                                 "pending": pending})  # fmt: skip
+        for task, raw in state.get("references", {}).items():
+            tracker._references[task] = Reference.from_json(raw)
         return tracker

@@ -64,6 +64,7 @@ class Record:
     seed: str | None = None
     seed_centroid: list[float] = field(default_factory=list)
     candidate: str | None = None
+    reference: str = "base"  # where change is measured from: the library's "base", or the run's "start"
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read
 
@@ -127,7 +128,7 @@ class Record:
             raise TrajectoryError(f"{where}: 'metrics' must be an object and 'events' a list")
         known = {k: v for k, v in raw.items() if k in _FIELDS and k != "extra"}
         extra = {k: v for k, v in raw.items() if k not in _FIELDS and k != "schema"}
-        for key in ("label", "model", "time", "kind", "estimator", "terminators"):
+        for key in ("label", "model", "time", "kind", "estimator", "terminators", "reference"):
             if known.get(key) is None:
                 known.pop(key, None)
         try:

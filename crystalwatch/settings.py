@@ -53,7 +53,7 @@ class CrystalWatchConfig:
     trajectory: str | None = setting(None, "default: <output_dir>/crystalwatch/trajectory.jsonl")
     report_to: str | list[str] | None = setting(None, "trackers; None: the Trainer's args.report_to (Monitor: none)")
     alerts: bool = setting(True, "alerts on transitions into alert_states: W&B and trackio alerts, and a log line")
-    alert_states: tuple[str, ...] = setting(("nucleated", "foreign", "warning"),
+    alert_states: tuple[str, ...] = setting(("nucleating", "nucleated", "foreign"),
                                             "states whose transitions raise a tracker alert ('warning': the early "
                                             "warning)")
     alert_min_interval_s: float = setting(300.0, "seconds between two alerts of the same (task, state)")

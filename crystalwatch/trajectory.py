@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from crystalwatch import metrics
+from crystalwatch.answers import Reference, starts_at
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.measure import Measurement, TaskResult, VariantResult
 from crystalwatch.phases import PhaseConfig, PhaseTracker, verdict
@@ -26,24 +27,36 @@ def _rounded(p: np.ndarray) -> list[float]:
     return [float(f"{x:.6g}") for x in p]
 
 
-def seed_metrics(measurement: Measurement, library: SeedLibrary, config: PhaseConfig) -> dict[str, tuple]:
-    """Per task: (nearest seed, all metrics including the seed metrics)."""
+def seed_metrics(
+    measurement: Measurement, library: SeedLibrary, config: PhaseConfig, tracker: PhaseTracker | None = None
+) -> dict[str, tuple]:
+    """Per task: (nearest seed, all metrics including the seed and answer metrics, the reference's origin).
+
+    Change is measured from the library's base on the same prompt kind, unless ``tracker``'s run did not start
+    there: a task the run measures for the first time whose consensus is more than ``start_tolerance`` from the
+    base's makes this measurement (the run's start) its reference, kept in the tracker for the rest of the run."""
     out = {}
     for tid, r in measurement.tasks.items():
+        reference = library.tasks[tid].reference(r.kind)
+        if tracker is not None:
+            if not tracker.seen(tid) and not starts_at(r.consensus, reference, config.start_tolerance):
+                tracker.set_reference(tid, Reference.of(r.matrix, r.coverage, "start"))
+            reference = tracker.reference(tid) or reference
         seed, sm = library.compare(
-            r, entropy_floor=config.entropy_floor, support_level=config.support_level,
+            r, reference=reference, entropy_floor=config.entropy_floor, support_level=config.support_level,
             permutations=config.permutations, evidence_share=config.evidence_share,
         )  # fmt: skip
-        out[tid] = (seed, sm)
+        out[tid] = (seed, sm, reference.origin)
     return out
 
 
 def one_shot(measurement: Measurement, library: SeedLibrary, config: PhaseConfig | None = None) -> dict[str, dict]:
-    """A single checkpoint's seed metrics and verdict per task (no history: see ``phases.verdict``)."""
+    """A single checkpoint's seed metrics and verdict per task, against the library's base (no history: see
+    ``phases.verdict``)."""
     config = config or PhaseConfig()
     return {
         tid: {"seed": seed.id, "state": verdict(m, len(seed.centroid), config), "metrics": m}
-        for tid, (seed, m) in seed_metrics(measurement, library, config).items()
+        for tid, (seed, m, _) in seed_metrics(measurement, library, config).items()
     }
 
 
@@ -61,11 +74,11 @@ def observe(
     """Feed one measurement to the tracker; return its trajectory records (one per task)."""
     time = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     records = []
-    for tid, (seed, m) in seed_metrics(measurement, library, tracker.config).items():
+    for tid, (seed, m, origin) in seed_metrics(measurement, library, tracker.config, tracker).items():
         r = measurement.tasks[tid]
         consensus = r.consensus
         update = tracker.update(step, tid, m, consensus, seed.id)
-        if update.seed is not None and update.seed != seed.id:  # a crystal is named by its seed of most evidence
+        if update.seed is not None and update.seed != seed.id:  # a reading names the seed of its answer
             seed = library.seed(tid, update.seed)
         records.append(Record(
             run=run, index=index, step=step, label=label, model=model or measurement.model,
@@ -74,7 +87,7 @@ def observe(
             outcomes=r.task.outcome_names, consensus=_rounded(consensus),
             seed=seed.id, seed_centroid=_rounded(seed.centroid),
             metrics={**m, "velocity": update.velocity},
-            candidate=update.candidate, state=update.state,
+            candidate=update.candidate, state=update.state, reference=origin,
             events=list(update.events),
             variants={v.request.variant: {"probs": _rounded(v.probs), "coverage": float(f"{v.coverage:.6g}")}
                       for v in r.variants},

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crystalwatch import metrics
+from crystalwatch.answers import Reference, answer_metrics
 from crystalwatch.seeds import codec
 from crystalwatch.seeds.types import (
     CrossModelWarning,
@@ -103,24 +104,31 @@ class SeedLibrary:
         self,
         result: TaskResult,
         *,
+        reference: Reference | None = None,
         entropy_floor: float = 0.05,
         support_level: float = 0.9,
         permutations: int = 200,
         seed: int = 0,
         evidence_share: float = 0.25,
-    ) -> tuple[Seed, dict[str, float | None]]:
-        """The nearest seed of a measured task, and its metrics plus every seed metric (``collapse`` included)."""
+    ) -> tuple[Seed, dict[str, Any]]:
+        """The nearest seed of a measured task, and its metrics plus every seed and answer metric.
+
+        Change (``collapse``, ``base_distance``, the answers' gains and reach) is measured from ``reference``: the
+        run's start when it is not the base, else (the default) the library's base on the same prompt kind."""
         t = self.tasks[result.task.id]
+        ref = reference or t.reference(result.kind)
         out = _compare(t, result.consensus, support_level=support_level, permutations=permutations, seed=seed,
                        evidence_share=evidence_share)
         seed_id = out.pop("seed")
         nearest = self.seed(result.task.id, seed_id)
-        base = t.base_consensus(result.kind)
-        out["base_consensus_entropy"] = float(metrics.normalized_entropy(base))
+        out["base_consensus_entropy"] = ref.consensus_entropy
         now = result.metrics.get("consensus_entropy", float(metrics.normalized_entropy(result.consensus)))
         out["collapse"] = metrics.collapse(now, out["base_consensus_entropy"], entropy_floor)
-        out["base_distance"] = metrics.jsd(result.consensus, base)
-        return nearest, {**result.metrics, **out}
+        out["base_distance"] = metrics.jsd(result.consensus, ref.consensus)
+        answers = answer_metrics(result.consensus, result.matrix, result.coverage, ref, t.centroids)
+        answers["top_seed"] = t.seeds[answers["top_seed"]].id
+        answers["rising"] = t.outcomes[answers["rising"]]
+        return nearest, {**result.metrics, **out, **answers}
 
     def seed(self, task: str, seed_id: str) -> Seed:
         """One seed of a task by its id."""

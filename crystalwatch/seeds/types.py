@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crystalwatch.answers import Reference
 from crystalwatch.errors import CrystalwatchError, CrystalwatchWarning
 
 SCHEMA = "crystalwatch.seeds/1"
@@ -64,10 +65,12 @@ class TaskSeeds:
 
     def base_consensus(self, kind: str) -> np.ndarray:
         """The base's coverage-weighted consensus on the same prompt family (all prompts when it has none)."""
-        from crystalwatch.metrics import consensus
+        return self.reference(kind).consensus
 
+    def reference(self, kind: str) -> Reference:
+        """The base's prompts of the same family (all prompts when it has none) as a run's reference."""
         mine = [v for v in self.variants if v.kind == kind] or self.variants
-        return consensus(np.stack([v.probs for v in mine]), np.array([v.coverage for v in mine]))
+        return Reference.of(np.stack([v.probs for v in mine]), np.array([v.coverage for v in mine]), "base")
 
 
 def variant_key(v: VariantDist) -> str:

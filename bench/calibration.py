@@ -328,8 +328,7 @@ def run_arm(name: str, arm: dict, steps: int, every: int, paraphrases: Path | No
                      learning_rate=arm.get("full") or 2e-4,
                      lr_scheduler_type="linear", warmup_steps=0.03, per_device_train_batch_size=4, max_length=128,
                      logging_steps=5, save_strategy="no", report_to="none", seed=arm["seed"], data_seed=arm["seed"],
-                     use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True,
-                     activation_checkpointing=False)  # fmt: skip
+                     use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True)  # fmt: skip
     watch = CrystalWatchCallback(str(library), every_n_steps=every, trajectory=str(trajectory), run_name=name,
                                  label=name, model=arm.get("model", BASE), report_to="none")  # fmt: skip
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,

@@ -64,16 +64,20 @@ def answer_metrics(
 ) -> dict[str, Any]:
     """Answer-level readings of one measurement against its reference (names as in ``metrics.METRIC_TABLE``).
 
-    ``top_*`` describe the consensus's top answer: its gain over the reference, its excess over its reach, the seed
-    that gives it the most mass (``top_seed``, an index into ``centroids``) and that mass; ``rising*`` the answer
-    that gained most (an index), by how much, and how far beyond its reach; ``spread_rise`` how much more the prompts disagree on the top answer than the
+    ``top_*`` describe the consensus's top answer: the coverage-weighted share of prompts whose own top answer it
+    is, its gain over the reference, its excess over its reach, the seed that gives it the most mass (``top_seed``,
+    an index into ``centroids``) and that mass; ``rising*`` the answer that gained most (an index), by how much,
+    and how far beyond its reach; ``spread_rise`` how much more the prompts disagree on the top answer than the
     reference prompts did on that same answer (the early warning compares like with like).
     """
     c = np.asarray(consensus, dtype=float)
     gain = c - ref.consensus
     top, rising = int(np.argmax(c)), int(np.argmax(gain))
     seed = int(np.argmax(centroids[:, top]))
+    w = np.asarray(coverage, dtype=float)
+    leads = np.asarray(matrix).argmax(axis=1) == top
     return {
+        "top_share": float(w[leads].sum() / w.sum()) if w.sum() > 0 else float(leads.mean()),
         "top_gain": float(gain[top]),
         "top_excess": float(c[top] - ref.reach[top]),
         "top_seed": seed,

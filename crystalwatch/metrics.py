@@ -38,6 +38,7 @@ METRIC_TABLE: tuple[Metric, ...] = (
     Metric("spread", "probability", "between-prompt spread of the top answer's probability (early warning)"),
     Metric("base_consensus_entropy", "share of log K", "the consensus entropy of the reference (base or start)"),
     Metric("base_distance", "JSD, bits", "JSD of the consensus to the reference's consensus"),
+    Metric("top_share", "share", "coverage-weighted share of the prompts whose own top answer is the top answer"),
     Metric("top_gain", "probability", "the top answer's probability minus the reference's"),
     Metric("top_excess", "probability", "the top answer's probability minus the most any reference prompt gave it"),
     Metric("top_seed", "seed id", "the seed that gives the top answer the most mass"),

@@ -136,19 +136,22 @@ def reading(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> tuple[st
     """The state one measurement's metrics point to and the seed it names (None: no seed named); a crystal onto a
     seed is reported as ``nucleated`` (the tracker tells settling and settled by history). See docs/phase-model.md.
 
-    In order: too little coverage; the top answer taking over (onto the seed that favours it most, or foreign);
-    each prompt sharp but the prompts disagreeing; sharp and changed without a takeover (the prompts agreeing on
+    In order: too little coverage; the top answer taking over (onto the seed that favours it most, or foreign)
+    unless the prompts are sharp and split with it leading on half of them or less; each prompt sharp but the
+    prompts disagreeing; sharp and changed without a takeover (the prompts agreeing on
     what some of them already said); flatter than the reference while no majority answer gains; else liquid.
     """
     needed = ("entropy", "diversity", "coverage", "collapse", "seed_evidence")
     if any(_missing(m.get(k)) for k in needed) or m["coverage"] < config.min_coverage:
         return "no_signal", None
     sharp = not _missing(m.get("consensus_entropy")) and m["consensus_entropy"] <= config.sharp_consensus
-    if taking_over(m, config):
+    poly = m["entropy"] <= config.sharp_entropy and m["diversity"] >= config.poly_diversity
+    split = poly and not (m.get("top_share") or 0.0) > 0.5  # sharp prompts split, the top answer leads on half or less
+    if taking_over(m, config) and not split:
         if not favoured(m.get("top_seed_mass") or 0.0, n_outcomes, config):
             return "foreign", None
         return ("nucleated" if sharp else "nucleating"), m.get("top_seed")
-    if m["entropy"] <= config.sharp_entropy and m["diversity"] >= config.poly_diversity:
+    if poly:
         return "polycrystalline", None
     if collapsed(m, config):
         if m["seed_evidence"] > config.evidence_share * math.log2(n_outcomes):

@@ -1,8 +1,9 @@
 """Known answers on the committed gemma-3-270m library: every state read right on all 15 tasks.
 
-Synthetic measurements of the chat prompts (every variant given the same distribution, coverage 0.2, four
-measurements through the public API) with a state known in advance: melted (uniform), a sharp collapse (0.95) onto
-each base seed's top answer, onto the answer no seed favours, and the base's own chat variants.
+A known answer is a run that starts at the base (its own chat variants and coverage, step 0) and then moves to a
+synthetic state known in advance (every variant given the same distribution, coverage 0.2, measured ``n`` times
+through the public API): melted (uniform), a takeover of each base seed's top answer, of the answer no seed
+favours, sharp prompts that split, and a run that starts somewhere else than the base.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from synthetic import measurement, peaked, task_result
 
-from crystalwatch.phases import CRYSTAL, PhaseConfig, PhaseTracker
+from crystalwatch.phases import CRYSTAL, PhaseConfig, PhaseTracker, favoured
 from crystalwatch.seeds import SeedLibrary
 from crystalwatch.trajectory import observe
 
@@ -21,16 +22,33 @@ LIBRARY = SeedLibrary.load(Path(__file__).parent.parent / "docs" / "real" / "gem
 TASKS = sorted(LIBRARY.tasks)
 
 
-def final(task: str, matrix: np.ndarray, n: int = 4, coverage: float | np.ndarray = 0.2):
-    """The last record after ``n`` identical measurements of ``matrix`` on ``task``."""
-    tracker = PhaseTracker(PhaseConfig())
-    for i in range(n):
-        (record,) = observe(measurement(task_result(task, matrix, coverage)), LIBRARY, tracker, step=10 * i, index=i)
-    return record
-
-
 def chat_variants(task: str) -> list:
     return [v for v in LIBRARY.tasks[task].variants if v.kind == "chat"]
+
+
+def base_result(task: str, coverage: float | None = None):
+    """The base's own chat variants: where a run of the base starts."""
+    vs = chat_variants(task)
+    cov = np.array([v.coverage for v in vs]) if coverage is None else coverage
+    return task_result(task, np.stack([v.probs for v in vs]), cov)
+
+
+def records(task: str, matrices: list, coverage: float | np.ndarray = 0.2, start=None, every: int = 10) -> list:
+    """The records of a run that starts at ``start`` (default: the base) and is then measured on ``matrices``,
+    ``every`` steps apart."""
+    tracker = PhaseTracker(PhaseConfig())
+    results = [start or base_result(task)] + [task_result(task, p, coverage) for p in matrices]
+    return [observe(measurement(r), LIBRARY, tracker, step=every * i, index=i)[0] for i, r in enumerate(results)]
+
+
+def final(task: str, matrix: np.ndarray, n: int = 4, coverage: float | np.ndarray = 0.2):
+    """The last record of a run from the base measured ``n`` times on ``matrix``."""
+    return records(task, [matrix] * n, coverage)[-1]
+
+
+def reach(task: str) -> np.ndarray:
+    """The most any base chat prompt gives each answer."""
+    return np.stack([v.probs for v in chat_variants(task)]).max(axis=0)
 
 
 def test_the_library_has_all_15_tasks():
@@ -47,10 +65,10 @@ def test_melted_model_reads_melted(task):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_base_own_variants_read_liquid(task):
-    vs = chat_variants(task)
-    r = final(task, np.stack([v.probs for v in vs]), coverage=np.array([v.coverage for v in vs]))
-    assert r.state == "liquid", (r.state, r.metrics["collapse"])
+    r = final(task, base_result(task).matrix, coverage=base_result(task).coverage)
+    assert r.state == "liquid" and r.reference == "base", (r.state, r.metrics["collapse"])
     assert abs(r.metrics["collapse"]) < 1e-9  # the base on its own prompts: nothing gone, nothing added
+    assert r.metrics["top_gain"] == pytest.approx(0, abs=1e-9) and r.metrics["top_excess"] <= 0
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -99,25 +117,13 @@ def test_seed_chance_on_the_library():
     assert chance["integer_1_10"] == pytest.approx(0.2) and sum(chance.values()) == pytest.approx(5.68, abs=0.01)
 
 
-def run_states(task: str, matrices: list, steps: list[int], coverage: float = 0.2) -> list[str]:
-    tracker = PhaseTracker(PhaseConfig())
-    states = []
-    for i, (p, step) in enumerate(zip(matrices, steps)):
-        (record,) = observe(measurement(task_result(task, p, coverage)), LIBRARY, tracker, step=step, index=i)
-        states.append(record.state)
-    return states
-
-
-def base_entropy(task: str) -> float:
-    from crystalwatch import metrics
-
-    return float(metrics.normalized_entropy(LIBRARY.tasks[task].base_consensus("chat")))
+def run_states(task: str, matrices: list, every: int = 10) -> list[str]:
+    return [r.state for r in records(task, matrices, every=every)]
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_too_little_coverage_reads_no_signal(task):
-    vs = chat_variants(task)
-    assert final(task, np.stack([v.probs for v in vs]), coverage=1e-5).state == "no_signal"
+    assert final(task, base_result(task).matrix, coverage=1e-5).state == "no_signal"
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -133,30 +139,81 @@ def test_a_crystal_that_keeps_sharpening_is_settling_then_settled(task):
     k = len(t.outcomes)
     top = int(np.argmax(t.seeds[0].centroid))
     masses = [0.93, 0.93, 0.96, 0.99, 0.99, 0.99, 0.99]
-    states = run_states(task, [np.array([peaked(k, top, m)] * 7) for m in masses], list(range(len(masses))))
-    assert states[:2] == ["nucleated"] * 2 and "settling" in states and states[-1] == "settled", states
+    states = run_states(task, [np.array([peaked(k, top, m)] * 7) for m in masses], every=1)[1:]
+    assert states[:2] == ["liquid", "nucleated"] and "settling" in states and states[-1] == "settled", states
 
 
-@pytest.mark.parametrize("task", [t for t in TASKS if base_entropy(t) > 0.45 / 0.8 + 0.02])
-def test_half_way_to_a_crystal_reads_nucleating(task):
-    """Sharper than the base by a third of its consensus entropy, not yet sharp: nucleating. (Tasks whose base
-    consensus entropy is below sharp_consensus / (1 - collapse_low) = 0.56 have no such range: 1-10, 1-100,
-    rock-paper-scissors and yes/no go from liquid to a crystal directly; docs/phase-model.md.)"""
-    from crystalwatch import metrics
-
+def least_reached_seed_answer(task: str) -> int:
+    """The answer some seed favours whose reach (the most any base prompt gives it) is lowest."""
     t = LIBRARY.tasks[task]
     k = len(t.outcomes)
-    top = int(np.argmax(t.base_consensus("chat")))
-    goal = max(0.67 * base_entropy(task), 0.5)
-    masses = np.linspace(1 / k, 0.999, 2000)
-    m = masses[np.argmin([abs(metrics.normalized_entropy(peaked(k, top, x)) - goal) for x in masses])]
-    r = final(task, np.array([peaked(k, top, m)] * 7))
-    assert r.state == "nucleating", (r.metrics["collapse"], r.metrics["consensus_entropy"])
+    seeded = [o for o in range(k) if favoured(t.centroids[:, o].max(), k, PhaseConfig())]
+    return min(seeded, key=lambda o: reach(task)[o])
 
 
-def test_four_tasks_have_no_nucleating_range():
-    assert sorted(t for t in TASKS if base_entropy(t) <= 0.45 / 0.8) == [
-        "integer_1_10", "integer_1_100", "rock_paper_scissors", "yes_no"]  # fmt: skip
+@pytest.mark.parametrize("task", TASKS)
+def test_a_seed_answer_beyond_its_reach_but_not_sharp_reads_nucleating_onto_its_seed(task):
+    """Every task has a range where a seed's answer has taken over (0.4 of the consensus, 0.1 beyond the most any
+    base prompt gave it) without the consensus being sharp: nucleating, onto the seed that favours it most."""
+    t = LIBRARY.tasks[task]
+    k = len(t.outcomes)
+    o = least_reached_seed_answer(task)
+    mass = max(PhaseConfig().takeover_level, reach(task)[o] + PhaseConfig().reach_margin) + 0.02
+    r = final(task, np.array([peaked(k, o, mass)] * 7))
+    assert r.metrics["consensus_entropy"] > PhaseConfig().sharp_consensus
+    assert r.state == "nucleating", (t.outcomes[o], mass, r.state, r.metrics["top_excess"])
+    assert r.seed == t.seeds[int(np.argmax(t.centroids[:, o]))].id
+    just_below = final(task, np.array([peaked(k, o, reach(task)[o] + PhaseConfig().reach_margin - 0.03)] * 7))
+    assert just_below.state not in ("nucleating", "foreign"), just_below.state  # within the noise: not read
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS if len(LIBRARY.tasks[t].outcomes) > 2])
+def test_a_foreign_answer_taking_over_reads_foreign_before_it_is_sharp(task):
+    t = LIBRARY.tasks[task]
+    k = len(t.outcomes)
+    least = int(np.argmin(t.centroids.max(axis=0)))
+    r = final(task, np.array([peaked(k, least, 0.5)] * 7))
+    assert r.metrics["consensus_entropy"] > PhaseConfig().sharp_consensus or k == 3
+    assert r.state == "foreign" and r.top[0] == t.outcomes[least], (r.state, r.metrics["top_excess"])
+
+
+@pytest.mark.parametrize("task", ["coin_flip", "yes_no"])
+def test_a_binary_task_flattening_onto_its_other_answer_is_not_melted(task):
+    """The base's minority answer gains a majority but stays within its reach: the answer is gaining, so no melt
+    (and no takeover: a base prompt already gave it that much)."""
+    t = LIBRARY.tasks[task]
+    minority = int(np.argmin(t.base_consensus("chat")))
+    mass = max(0.52, min(reach(task)[minority], 0.6))  # a majority, less than the reach plus the margin
+    assert mass < reach(task)[minority] + PhaseConfig().reach_margin
+    rs = records(task, [np.array([peaked(2, minority, mass)] * 7)] * 4)
+    assert rs[-1].metrics["collapse"] <= -PhaseConfig().melt  # flatter than the base...
+    assert [r.state for r in rs] == ["liquid"] * 5  # ...but an answer holding half the consensus is gaining
+
+
+def test_a_melt_ends_at_once_when_a_majority_answer_gains():
+    """1-10 melts (every prompt flat), then "10" takes half the consensus: no melted reading from that measurement
+    on, without waiting for hysteresis."""
+    k = 10
+    flat = np.full((7, k), 1 / k)
+    rising = np.array([peaked(k, 9, 0.5)] * 7)
+    rs = records("integer_1_10", [flat, flat, rising, rising])
+    assert [r.state for r in rs] == ["liquid", "liquid", "melted", "nucleating", "nucleating"]
+    assert rs[3].events[0].from_state == "melted" and rs[3].events[0].since == 30
+
+
+def test_a_run_that_starts_away_from_the_base_measures_change_from_its_start():
+    """The base measured through another chat template put 0.93 on "1" of 1-10 before any training: the run's start
+    reads liquid (not a crystal) and says so; a melt and a takeover are then read against that start."""
+    k = 10
+    start = task_result("integer_1_10", np.array([peaked(k, 0, 0.93)] * 7))
+    rs = records("integer_1_10", [np.array([peaked(k, 0, 0.93)] * 7)] * 2, start=start)
+    assert [(r.state, r.reference) for r in rs] == [("liquid", "start")] * 3
+    from_base = final("integer_1_10", np.array([peaked(k, 0, 0.93)] * 7))
+    assert from_base.reference == "base" and from_base.state in CRYSTAL  # the same model measured from the base
+    melting = records("integer_1_10", [np.array([peaked(k, 0, 0.5)] * 7)] * 2, start=start)
+    assert melting[-1].state == "melted" and melting[-1].metrics["collapse"] < -0.1  # flatter than its start
+    seed_10 = records("integer_1_10", [np.array([peaked(k, 9, 0.95)] * 7)] * 2, start=start)
+    assert seed_10[-1].state == "nucleated" and LIBRARY.seed("integer_1_10", seed_10[-1].seed).centroid.argmax() == 9
 
 
 def test_one_metric_table_for_records_trackers_report_and_docs():

@@ -7,6 +7,7 @@ import pytest
 from synthetic import base_matrix, peaked, task_result
 
 from crystalwatch import metrics
+from crystalwatch.answers import Reference
 from crystalwatch.phases import PhaseConfig, PhaseTracker, classify
 from crystalwatch.seeds import SeedLibrary, task_seeds
 
@@ -18,14 +19,15 @@ def library() -> SeedLibrary:
     return SeedLibrary({TASK: task_seeds([task_result(TASK, base_matrix(), kind="chat")])})
 
 
-def run(library, matrices, steps=None, config=None, coverage=0.2):
-    """Feed one matrix per measurement through compare + tracker; return (states, candidates, events)."""
+def run(library, matrices, steps=None, config=None, coverage=0.2, reference=None):
+    """Feed one matrix per measurement through compare (against ``reference``, default the library's base) and the
+    tracker; return (states, candidates, events, tracker)."""
     tracker = PhaseTracker(config or PhaseConfig())
     states, candidates, events = [], [], []
     for i, p in enumerate(matrices):
         step = steps[i] if steps else 10 * i
         r = task_result(TASK, p, coverage=coverage)
-        seed, m = library.compare(r)
+        seed, m = library.compare(r, reference=reference)
         u = tracker.update(step, TASK, m, r.consensus, seed.id)
         states.append(u.state)
         candidates.append(u.candidate)
@@ -51,7 +53,10 @@ def test_library_has_the_three_prompt_families_as_seeds(library):
 
 
 def test_liquid_nucleating_nucleated_settling_settled(library):
-    matrices = [toward(library, a) for a in (0, 0, 0.5, 0.55, 0.95, 1.0, 1.0)]
+    # "10" already gets 0.55 from a family of base prompts (its reach): halfway to the sharpened "10" seed (0.59 of
+    # the consensus) is still within what reweighting the base's prompts gives; 0.6 and 0.7 of the way (0.65, 0.72)
+    # are beyond it by the margin, not yet sharp: nucleating.
+    matrices = [toward(library, a) for a in (0, 0, 0.6, 0.7, 0.95, 1.0, 1.0)]
     matrices += [tempered(library, t) for t in (0.6, 0.7, 0.7, 0.7, 0.7, 0.7)]  # moving within the seed, then not
     states, candidates, events, _ = run(library, matrices)
     assert candidates[:7] == ["liquid", "liquid", "nucleating", "nucleating", "nucleated", "nucleated", "nucleated"]
@@ -61,7 +66,7 @@ def test_liquid_nucleating_nucleated_settling_settled(library):
     ]  # fmt: skip
     path = [(e.from_state, e.to_state, e.step, e.since, e.seed) for e in events]
     assert path == [
-        ("liquid", "nucleating", 30, 20, None),
+        ("liquid", "nucleating", 30, 20, "s1"),  # a takeover names the seed that favours its answer
         ("nucleating", "nucleated", 50, 40, "s1"),
         ("nucleated", "settling", 80, 70, "s1"),
         ("settling", "settled", 100, 90, "s1"),
@@ -134,14 +139,31 @@ def test_melting_after_a_crystal_is_a_remelt(library):
 
 
 def test_early_warning_fires_once_when_prompts_split_before_a_collapse(library):
-    # Half the prompts take up "10" while the others stay: the spread of the top answer rises, then the crystal.
-    agree = np.array([peaked(10, 0, 0.5)] * 10)  # every prompt leans to "1": the top answer's spread is 0
+    # A run that starts with every prompt leaning to "1": the spread of "10" between its prompts is 0. Half the
+    # prompts take up "10" while the others stay: the spread of "10", now the top answer, rises; then the crystal.
+    agree = np.array([peaked(10, 0, 0.5)] * 10)
+    start = Reference.of(agree, np.full(10, 0.2), "start")
     split = [np.vstack([agree[:5], np.array([peaked(10, 9, m)] * 5)]) for m in (0.6, 0.7)]
-    _, _, events, _ = run(library, [agree, *split, toward(library, 1.0, t=0.3), toward(library, 1.0, t=0.3)])
+    matrices = [agree, *split, toward(library, 1.0, t=0.3), toward(library, 1.0, t=0.3)]
+    _, _, events, _ = run(library, matrices, reference=start)
     warnings = [e for e in events if e.kind == "warning"]
     assert [(e.step, e.since) for e in warnings] == [(20, 10)]
     crystal = [e for e in events if e.to_state == "nucleated"]
     assert crystal and crystal[0].step > warnings[0].step
+
+
+def test_early_warning_compares_the_same_answer_at_the_start(library):
+    """The top answer changes from "1" (every prompt agreed on it: spread 0) to "10", which the prompts already
+    disagreed on as much at the start: the spread of "10" did not rise, so no warning (v2 compared it with the
+    spread of "1" at the start and warned)."""
+    start_rows = np.vstack([[peaked(10, 0, 0.5)] * 5, [peaked(10, 9, 0.45)] * 5])  # "10": half 0.45, half 0.06
+    start = Reference.of(start_rows, np.full(10, 0.2), "start")
+    later = np.vstack([[peaked(10, 9, 0.7)] * 5, [peaked(10, 9, 0.3)] * 5])  # "10" on top, as spread as before
+    _, _, events, _ = run(library, [start_rows, later, later, later], reference=start)
+    r = task_result(TASK, later)
+    _, m = library.compare(r, reference=start)
+    assert r.consensus.argmax() == 9 and abs(m["spread_rise"]) < 0.1
+    assert [e for e in events if e.kind == "warning"] == []
 
 
 def test_state_dict_round_trip_continues_identically(library):

@@ -94,12 +94,18 @@ def test_cli_seeds_measure_trajectory_report(folders, tmp_path):
     assert set(verdicts) == {"integer_1_10", "coin_flip"}  # the library's tasks by default
     from crystalwatch import SeedLibrary, load_model, measure
     from crystalwatch.phases import PhaseTracker
-    from crystalwatch.trajectory import observe
+    from crystalwatch.trajectory import observe, one_shot
 
     model, tok = load_model(folders[1])  # the same reading through the Python API
-    records = observe(measure(model, tok, list(verdicts)), SeedLibrary.load(lib), PhaseTracker(), step=0, index=0,
-                      run="r", label="", model="m")  # fmt: skip
-    assert {t: v["state"] for t, v in verdicts.items()} == {r.task: r.state for r in records}
+    measured = measure(model, tok, list(verdicts))
+    once = one_shot(measured, SeedLibrary.load(lib))
+    assert {t: v["state"] for t, v in verdicts.items()} == {t: v["state"] for t, v in once.items()}
+    # A run that starts at this checkpoint (not the library's base) measures change from its own start: liquid.
+    records = observe(measured, SeedLibrary.load(lib), PhaseTracker(), step=0, index=0, run="r", label="", model="m")
+    moved = {r.task for r in records if r.reference == "start"}
+    states = {r.task: r.state for r in records if r.task in moved}
+    assert moved and set(states.values()) <= {"liquid", "no_signal"}, states  # no_signal: too little coverage
+    assert any(once[t]["state"] not in ("liquid", "no_signal") for t in moved)  # the one-shot reading, from the base
 
     traj = tmp_path / "t.jsonl"
     args = ["trajectory", folders[0], folders[1], folders[0], "--seeds", str(lib), "--out", str(traj)]

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from crystalwatch.phases import state_info
+from crystalwatch.phases import TAKEOVER, state_info
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 
@@ -30,18 +30,34 @@ def print_events(records: Sequence[Record]) -> None:
                 continue
             tag = " (remelt)" if e.remelt else ""
             seed = f" onto {e.seed}" if e.seed else ""
-            console.print(f"{where} {styled(e.from_state)} -> {styled(e.to_state)}{seed}{tag}")
+            top = r.top
+            answer = f' ("{top[0]}" {top[1]:.2f})' if top and e.to_state in TAKEOVER else ""
+            console.print(f"{where} {styled(e.from_state)} -> {styled(e.to_state)}{seed}{answer}{tag}")
+
+
+def print_start(records: Sequence[Record], told: set[str]) -> None:
+    """One line naming the tasks whose run did not start at the library's base (said once per task)."""
+    away = [r.task for r in records if r.reference == "start" and r.task not in told]
+    if away:
+        told.update(away)
+        console.print(f"crystalwatch: {len(away)} task(s) start away from the seed library's base "
+                      f"({', '.join(away)}): their readings measure change from this run's start; the seeds still "
+                      "come from the library")  # fmt: skip
 
 
 class ConsoleSink:
-    """Prints every transition as it happens."""
+    """Prints every transition as it happens (and, once, the tasks whose run did not start at the base)."""
 
     name = "console"
+
+    def __init__(self) -> None:
+        self.told: set[str] = set()
 
     def start(self, run: RunInfo) -> None:
         pass
 
     def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+        print_start(records, self.told)
         print_events(records)
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """The scalars every tracker logs for one measurement, under the same keys (docs/wandb.md).
 
 * ``crystal/<task>/<metric>`` for every finite metric, ``crystal/<task>/state`` (the state's stable code
-  from :data:`crystalwatch.phases.STATE_TABLE`, -1 for an unknown state), ``crystal/<task>/top_prob``;
+  from :data:`crystalwatch.phases.STATE_TABLE`, -1 for an unknown state), ``crystal/<task>/top_prob``,
+  ``crystal/<task>/answer/<answer>`` (the probability of the consensus's three most likely answers and of the
+  answer that gained most since the reference);
 * ``crystal/summary/<state>`` (tasks per state, every state of the table, zeros included),
   ``crystal/summary/transitions`` and the caller's extras (errors, measure_seconds) under ``crystal/summary/``.
 """
@@ -20,6 +22,7 @@ PREFIX = "crystal"
 SUMMARY = f"{PREFIX}/summary"
 TABLE_METRICS = table_metrics()  # crystalwatch.metrics.METRIC_TABLE
 TABLE_COLUMNS = ("step", "label", "task", "state", "candidate", "seed", *TABLE_METRICS)
+ANSWERS = 3  # the most likely answers per task whose probability every tracker gets (plus the rising one)
 
 
 def task_scalars(record: Record) -> dict[str, float | int]:
@@ -35,7 +38,19 @@ def task_scalars(record: Record) -> dict[str, float | int]:
     probs = [p for p in map(number, record.consensus or ()) if p is not None]
     if probs:
         out[f"{base}/top_prob"] = max(probs)
+    for answer in logged_answers(record):
+        out[f"{base}/answer/{answer}"] = number(record.consensus[record.outcomes.index(answer)]) or 0.0
     return out
+
+
+def logged_answers(record: Record, n: int = ANSWERS) -> list[str]:
+    """The answers whose probability every tracker gets: the consensus's ``n`` most likely and the answer that gained
+    the most since the reference (``rising``), in that order."""
+    probs = [number(p) or 0.0 for p in record.consensus or ()]
+    top = sorted(range(len(probs)), key=lambda i: -probs[i])[:n]
+    names = [str(record.outcomes[i]) for i in top]
+    rising = (record.metrics or {}).get("rising")
+    return names + ([rising] if rising in record.outcomes and rising not in names else [])
 
 
 def summary_scalars(records: Sequence[Record], extra: dict[str, Any] | None = None) -> dict[str, float | int]:

@@ -234,3 +234,21 @@ def test_one_metric_table_for_records_trackers_report_and_docs():
     assert rows == [[f"`{m.name}`", m.unit, m.meaning, "yes" if m.table else ""] for m in METRIC_TABLE]
     explained = doc.split("## The metric table")[0]
     assert [m.name for m in METRIC_TABLE if not re.search(rf"`{m.name}`", explained)] == []  # each one explained
+
+
+def test_the_start_tolerance_keeps_bf16_at_the_base_and_another_template_away():
+    """docs/phase-model.md: a base consensus moved by a TV distance of 0.015 (what bf16 does to a prompt) stays
+    within 0.0055 bits; 1-10 with 0.93 on "1" (the base through another chat template) is 0.12 bits away."""
+    from crystalwatch import metrics
+
+    tolerance, worst = PhaseConfig().start_tolerance, 0.0
+    for task in TASKS:
+        base, rng = LIBRARY.tasks[task].base_consensus("chat"), np.random.default_rng(0)
+        for _ in range(200):
+            d = rng.normal(size=len(base))
+            d -= d.mean()
+            moved = np.clip(base + d * 0.03 / np.abs(d).sum(), 1e-9, None)
+            worst = max(worst, metrics.jsd(base, moved / moved.sum()))
+    assert worst == pytest.approx(0.0055, abs=5e-5) and worst < tolerance
+    other = metrics.jsd(peaked(10, 0, 0.93), LIBRARY.tasks["integer_1_10"].base_consensus("chat"))
+    assert other == pytest.approx(0.12, abs=0.005) and other > 10 * tolerance

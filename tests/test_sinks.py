@@ -209,7 +209,8 @@ def test_the_last_measurement_reaches_trackers_the_trainer_closes_first(tmp_path
 
 
 def test_early_warning_reaches_scalars_console_and_alerts(capsys):
-    """A warning event: ``crystal/<task>/warning`` = 1 in every tracker's scalars, a console line, a W&B alert."""
+    """A warning event: ``crystal/<task>/warning`` = 1 in every tracker's scalars, a console line, and an alert when
+    ``warning`` is among the alert states (it is not by default: docs/phase-model.md, the early warning measured)."""
     from crystalwatch.actions import Actions
     from crystalwatch.sinks.console import print_events
     from crystalwatch.sinks.scalars import task_scalars
@@ -220,9 +221,9 @@ def test_early_warning_reaches_scalars_console_and_alerts(capsys):
     assert task_scalars(warned)["crystal/count/warning"] == 1 and task_scalars(quiet)["crystal/coin/warning"] == 0
     print_events([warned])
     assert "count early warning" in " ".join(capsys.readouterr().out.split())
-    alerts = Actions().decide([warned]).alerts
+    alerts = Actions(alert_states=("nucleated", "warning")).decide([warned]).alerts
     assert [a.key for a in alerts] == [("count", "warning")] and "crystalwatch: count warning" == alerts[0].title
-    assert Actions(alert_states=("nucleated",)).decide([warned]).alerts == []
+    assert Actions().decide([warned]).alerts == []  # not a default alert
 
 
 def test_trackio_gets_the_measurements_alerts_and_the_stop(tmp_path):

@@ -265,3 +265,16 @@ def test_a_tracker_that_fails_to_start_is_reported_and_the_trajectory_still_writ
     monitor.close()
     assert monitor.errors == 1 and [s.name for s in monitor.sinks] == ["jsonl"]
     assert [r.task for r in read_trajectory(tmp_path / "crystalwatch" / "trajectory.jsonl")] == ["coin_flip"]
+
+
+def test_every_tracker_gets_the_answers_over_steps():
+    """The consensus's three most likely answers and the rising one, as crystal/<task>/answer/<answer>, in keys every
+    tracker accepts."""
+    from crystalwatch.records import Record
+    from crystalwatch.sinks.scalars import task_scalars
+
+    r = Record(run="t", index=1, step=10, task="card", outcomes=["Ace of Clubs", "2+2?", "x", "y", "z"],
+               consensus=[0.4, 0.3, 0.15, 0.1, 0.05], metrics={"rising": "z", "rising_gain": 0.04}, state="liquid")
+    got = {k: v for k, v in task_scalars(r).items() if "/answer/" in k}
+    assert got == {"crystal/card/answer/Ace of Clubs": 0.4, "crystal/card/answer/2_2_": 0.3,
+                   "crystal/card/answer/x": 0.15, "crystal/card/answer/z": 0.05}  # fmt: skip

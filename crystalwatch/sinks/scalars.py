@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -39,8 +40,13 @@ def task_scalars(record: Record) -> dict[str, float | int]:
     if probs:
         out[f"{base}/top_prob"] = max(probs)
     for answer in logged_answers(record):
-        out[f"{base}/answer/{answer}"] = number(record.consensus[record.outcomes.index(answer)]) or 0.0
+        out[f"{base}/answer/{key_safe(answer)}"] = number(record.consensus[record.outcomes.index(answer)]) or 0.0
     return out
+
+
+def key_safe(name: str) -> str:
+    """An answer as part of a metric key every tracker accepts (MLflow allows letters, digits, ``_-. :/``)."""
+    return re.sub(r"[^A-Za-z0-9_\-. :]", "_", name)
 
 
 def logged_answers(record: Record, n: int = ANSWERS) -> list[str]:

@@ -188,6 +188,19 @@ def markdown(result: dict) -> str:
                   "drift; not counted as false alarms): " + ("; ".join(
                       f"`{u['arm']}` {u['task']} ({u['first'][1]} on \"{u['first'][2]}\" from {u['first'][0]})"
                       for u in spill) or "none"), ""]  # fmt: skip
+    lines += ["## Dose and response", "",
+              "Every injected answer, fitting and held-out: the share of training examples that taught it (dose), "
+              "how far its probability in the held-out consensus rose, and whether and when it was read.", "",
+              "| answer kind | dose | targets | crossed 0.5 | read on time | highest probability reached |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    groups: dict[tuple, list] = {}
+    for t in result["held_out"]["targets"] + result["fitting"]["targets"]:
+        groups.setdefault(("foreign" if t["foreign"] else "seed", round(t["dose"], 3)), []).append(t)
+    for (kind, dose), ts in sorted(groups.items()):
+        peaks = sorted(max(t["probs"]) for t in ts)
+        lines.append(f"| {kind} | {dose:.3f} | {len(ts)} | {sum(t['crossed'] is not None for t in ts)} | "
+                     f"{sum(t['on_time'] for t in ts)} | {', '.join(f'{p:.2f}' for p in peaks)} |")
+    lines.append("")
     noise = result["noise"]
     if noise:
         lines += ["## Replicate noise", "", "| pair | task → answer | final probability | difference | read at |",

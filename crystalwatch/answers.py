@@ -19,9 +19,6 @@ import numpy as np
 
 from crystalwatch import metrics
 
-ORIGINS = ("base", "start")  # where a run's reference comes from: the library's base, or the run's first measurement
-
-
 @dataclass
 class Reference:
     """Where one task's readings measure change from (see the module docstring)."""

@@ -132,14 +132,20 @@ def favoured(mass: float, n_outcomes: int, config: PhaseConfig) -> bool:
     return mass > n_outcomes ** (config.evidence_share - 1)
 
 
+def majority_gaining(m: dict[str, Any]) -> bool:
+    """Does the top answer hold half the consensus or more while gaining on the reference? Such a consensus is
+    moving to that answer, not melting, whatever its entropy says (``melted`` is never read then)."""
+    return not any(_missing(m.get(k)) for k in ("top_prob", "top_gain")) and m["top_prob"] >= 0.5 and m["top_gain"] > 0
+
+
 def reading(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> tuple[str, str | None]:
     """The state one measurement's metrics point to and the seed it names (None: no seed named); a crystal onto a
     seed is reported as ``nucleated`` (the tracker tells settling and settled by history). See docs/phase-model.md.
 
     In order: too little coverage; the top answer taking over (onto the seed that favours it most, or foreign)
     unless the prompts are sharp and split with it leading on half of them or less; each prompt sharp but the
-    prompts disagreeing; sharp and changed without a takeover (the prompts agreeing on
-    what some of them already said); flatter than the reference while no majority answer gains; else liquid.
+    prompts disagreeing; sharp and changed without a takeover (the prompts agreeing on what some of them already
+    said); flatter than the reference while no majority answer gains; else liquid.
     """
     needed = ("entropy", "diversity", "coverage", "collapse", "seed_evidence")
     if any(_missing(m.get(k)) for k in needed) or m["coverage"] < config.min_coverage:
@@ -160,12 +166,6 @@ def reading(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> tuple[st
     if m["collapse"] <= -config.melt and not majority_gaining(m):
         return "melted", None
     return "liquid", None
-
-
-def majority_gaining(m: dict[str, Any]) -> bool:
-    """Does the top answer hold half the consensus or more while gaining on the reference? Such a consensus is
-    moving to that answer, not melting, whatever its entropy says (``melted`` is never read then)."""
-    return not any(_missing(m.get(k)) for k in ("top_prob", "top_gain")) and m["top_prob"] >= 0.5 and m["top_gain"] > 0
 
 
 def classify(m: dict[str, Any], n_outcomes: int, config: PhaseConfig) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from crystalwatch import metrics
 
+
 @dataclass
 class Reference:
     """Where one task's readings measure change from (see the module docstring)."""

@@ -74,17 +74,22 @@ def target_row(name: str, arm: dict, task: str, answer: str, rs: list, library: 
     }  # fmt: skip
 
 
-def untouched_rows(name: str, arm: dict, by: dict) -> list[dict]:
-    """Tasks not trained toward one answer: every takeover reading and warning (false alarms on the null arms)."""
+def untouched_rows(name: str, arm: dict, by: dict, config: PhaseConfig) -> list[dict]:
+    """Tasks not trained toward one answer: every takeover reading and warning (false alarms on the null arms), and
+    how close the task came to a takeover (the most, over its measurements, of the smaller of the top answer's
+    distance above ``takeover_level`` and its excess above ``reach_margin``: above 0 is a takeover candidate)."""
     out = []
     for task, rs in by.items():
         if arm["targets"].get(task, "uniform") != "uniform":
             continue
         taken = [r for r in rs if r.state in TAKEOVER]
+        close = [min(r.top[1] - config.takeover_level, r.metrics["top_excess"] - config.reach_margin) for r in rs]
         out.append({"arm": name, "task": task, "takeover_readings": len(taken),
                     "first": (taken[0].step, taken[0].state, taken[0].top[0]) if taken else None,
                     "warnings": [e.step for r in rs for e in r.events if e.warning],
-                    "final_top": rs[-1].top, "final_state": rs[-1].state})  # fmt: skip
+                    "final_top": rs[-1].top, "final_state": rs[-1].state, "closest": round(max(close), 4),
+                    "steps": [r.step for r in rs], "top": [r.top[0] for r in rs],
+                    "probs": [round(r.top[1], 4) for r in rs], "states": [r.state for r in rs]})  # fmt: skip
     return out
 
 
@@ -111,7 +116,7 @@ def judge(arms: dict, nulls: tuple[str, ...], config: PhaseConfig) -> dict:
         for task, answer in arm["targets"].items():
             if answer != "uniform" and task in by:
                 targets.append(target_row(name, arm, task, answer, by[task], library, config))
-        untouched += untouched_rows(name, arm, by)
+        untouched += untouched_rows(name, arm, by, config)
         melts += melts_with_a_gaining_majority(by)
     crossing = [t for t in targets if t["crossed"] is not None]
     null_runs = [u for u in untouched if u["arm"] in nulls]
@@ -221,6 +226,13 @@ def figure(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     targets = result["held_out"]["targets"] + result["fitting"]["targets"]
+    for part in ("held_out", "fitting"):  # each null arm: the task that came closest to a takeover, its top answer
+        for arm in result["nulls"][part]:
+            mine = [u for u in result[part]["untouched"] if u["arm"] == arm]
+            if mine:
+                u = max(mine, key=lambda u: u["closest"])
+                targets.append({**u, "answer": f"top answer ({'/'.join(dict.fromkeys(u['top']))})",
+                                "read": u["first"][0] if u["first"] else None})  # fmt: skip
     cols = 4
     rows = -(-len(targets) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False, sharey=True)
@@ -243,7 +255,8 @@ def figure(result: dict, path: Path) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=state_info(s).colour) for s in used if state_info(s)]
     fig.legend(handles, [s for s in used if state_info(s)], loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle("The trained answer's probability in the consensus of held-out prompts (line), the reading "
-                 "(bands), first right reading (dashed), 0.5 (dotted)", fontsize=10)  # fmt: skip
+                 "(bands), first right reading (dashed), 0.5 (dotted); null arms: the task closest to a takeover",
+                 fontsize=10)  # fmt: skip
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -71,6 +71,7 @@ def target_row(name: str, arm: dict, task: str, answer: str, rs: list, library: 
         "on_time": bool(read and cross is not None and read.step <= cross + gap),
         "warnings": warnings,
         "lead": (read.step - warnings[0]) if read and warnings and warnings[0] < read.step else None,
+        "lead_on_crossing": (cross - warnings[0]) if cross is not None and warnings and warnings[0] < cross else None,
     }  # fmt: skip
 
 
@@ -131,8 +132,8 @@ def judge(arms: dict, nulls: tuple[str, ...], config: PhaseConfig) -> dict:
                          "upper_95": upper_bound(len(false), len(null_runs)) if null_runs else None,
                          "which": [(u["arm"], u["task"], u["first"]) for u in false]},
         "melted_with_a_gaining_majority": melts,
-        "warning": {"null_task_runs": len(warned), "of": len(null_runs),
-                    "leads": [t["lead"] for t in crossing], "crossing": len(crossing)},
+        "warning": {"null_task_runs": len(warned), "of": len(null_runs), "leads": [t["lead"] for t in crossing],
+                    "leads_on_crossing": [t["lead_on_crossing"] for t in crossing], "crossing": len(crossing)},
     }  # fmt: skip
 
 
@@ -170,9 +171,12 @@ def markdown(result: dict) -> str:
                   f"| `melted` readings while an answer at {CROSS}+ was gaining | "
                   f"{j['melted_with_a_gaining_majority']} |",
                   f"| early warning: null task-runs warned | {w['null_task_runs']} of {w['of']} |",
-                  f"| early warning: crossing targets it preceded (lead, steps) | "
+                  f"| early warning: crossing targets whose first right reading it preceded (lead, steps) | "
                   f"{sum(x is not None for x in w['leads'])} of {w['crossing']} "
-                  f"({', '.join(str(x) for x in w['leads'] if x is not None) or '-'}) |", ""]  # fmt: skip
+                  f"({', '.join(str(x) for x in w['leads'] if x is not None) or '-'}) |",
+                  f"| early warning: crossing targets whose crossing of 0.5 it preceded (lead, steps) | "
+                  f"{sum(x is not None for x in w['leads_on_crossing'])} of {w['crossing']} "
+                  f"({', '.join(str(x) for x in w['leads_on_crossing'] if x is not None) or '-'}) |", ""]  # fmt: skip
         if f["which"]:
             lines += ["False alarms: " + "; ".join(f"`{a}` {t} ({x[1]} on \"{x[2]}\" at {x[0]})"
                                                    for a, t, x in f["which"]), ""]  # fmt: skip
@@ -230,7 +234,7 @@ def figure(result: dict, path: Path) -> None:
         for arm in result["nulls"][part]:
             mine = [u for u in result[part]["untouched"] if u["arm"] == arm]
             if mine:
-                u = max(mine, key=lambda u: u["closest"])
+                u = max(mine, key=lambda u: (u["takeover_readings"] > 0, u["closest"]))  # a false alarm first
                 targets.append({**u, "answer": f"top answer ({'/'.join(dict.fromkeys(u['top']))})",
                                 "read": u["first"][0] if u["first"] else None})  # fmt: skip
     cols = 4
@@ -255,7 +259,7 @@ def figure(result: dict, path: Path) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=state_info(s).colour) for s in used if state_info(s)]
     fig.legend(handles, [s for s in used if state_info(s)], loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle("The trained answer's probability in the consensus of held-out prompts (line), the reading "
-                 "(bands), first right reading (dashed), 0.5 (dotted); null arms: the task closest to a takeover",
+                 "(bands), first right reading (dashed), 0.5 (dotted); null arms: a false alarm, else the closest call",
                  fontsize=10)  # fmt: skip
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     fig.savefig(path, dpi=90)

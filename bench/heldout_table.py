@@ -52,6 +52,7 @@ def target_row(name: str, arm: dict, task: str, answer: str, rs: list, library: 
     probs = [r.consensus[o] for r in rs]
     k = len(rs[0].outcomes)
     foreign = not favoured(library.tasks[task].centroids[:, o].max(), k, config)
+    reach = float(library.tasks[task].reference(rs[0].kind).reach[o])  # what the base's own prompts give it
     cross = next((r.step for r, p in zip(rs, probs) if p >= CROSS), None)
     read = next((r for r in rs if r.state in TAKEOVER and r.top[0] == answer and (r.state == "foreign") == foreign),
                 None)  # fmt: skip
@@ -61,6 +62,7 @@ def target_row(name: str, arm: dict, task: str, answer: str, rs: list, library: 
     warnings = [e.step for r in rs for e in r.events if e.warning]
     return {
         "arm": name, "task": task, "answer": answer, "foreign": foreign, "fraction": arm["fraction"],
+        "reach": reach,
         "dose": arm["fraction"] / len(arm["targets"]), "model": arm.get("model", "pypi:gemma-3-270m"),
         "training": "full" if arm.get("full") else "LoRA", "steps": [r.step for r in rs],
         "probs": [round(p, 4) for p in probs], "states": [r.state for r in rs], "crossed": cross,
@@ -127,7 +129,10 @@ def judge(arms: dict, nulls: tuple[str, ...], config: PhaseConfig) -> dict:
         "arms": ran, "targets": targets, "untouched": untouched,
         "sensitivity": {"on_time": sum(t["on_time"] for t in crossing), "crossing": len(crossing),
                         "read_at_all": sum(t["read"] is not None for t in crossing),
-                        "wrong": sum(t["wrong"] is not None for t in targets)},
+                        "wrong": sum(t["wrong"] is not None for t in targets),
+                        "by_reach": {k: [sum(t["on_time"] for t in c), len(c)] for k, c in (
+                            ("below", [t for t in crossing if t["reach"] < CROSS]),
+                            ("at_or_above", [t for t in crossing if t["reach"] >= CROSS]))}},
         "false_alarms": {"task_runs": len(false), "of": len(null_runs),
                          "upper_95": upper_bound(len(false), len(null_runs)) if null_runs else None,
                          "which": [(u["arm"], u["task"], u["first"]) for u in false]},
@@ -166,6 +171,10 @@ def markdown(result: dict) -> str:
                   f"{s['crossing']} ({_f(100 * s['on_time'] / s['crossing'] if s['crossing'] else None, '.0f')}%) |",
                   f"| read at all (crossing targets) | {s['read_at_all']} of {s['crossing']} |",
                   f"| targets read onto the wrong seed-or-foreign | {s['wrong']} |",
+                  f"| on time, answers some base prompt gave less than {CROSS} (reach < {CROSS}) | "
+                  f"{s['by_reach']['below'][0]} of {s['by_reach']['below'][1]} |",
+                  f"| on time, answers some base prompt already gave {CROSS} or more (reach ≥ {CROSS}) | "
+                  f"{s['by_reach']['at_or_above'][0]} of {s['by_reach']['at_or_above'][1]} |",
                   f"| null / format-only task-runs with a takeover reading | {f['task_runs']} of {f['of']} "
                   f"(one-sided 95% upper bound {_f(f['upper_95'], '.3f')}) |",
                   f"| `melted` readings while an answer at {CROSS}+ was gaining | "
@@ -180,14 +189,14 @@ def markdown(result: dict) -> str:
         if f["which"]:
             lines += ["False alarms: " + "; ".join(f"`{a}` {t} ({x[1]} on \"{x[2]}\" at {x[0]})"
                                                    for a, t, x in f["which"]), ""]  # fmt: skip
-        lines += ["| arm | training | task → answer | dose | seed answer or foreign | probability start → max → end | "
+        lines += ["| arm | training | task → answer | dose | seed answer or foreign | reach | probability start → max → end | "
                   "crossed 0.5 | read (state, seed) | lag | on time | warnings |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for t in j["targets"]:
             read = f"{t['read']} ({t['read_state']}{', ' + t['read_seed'] if t['read_seed'] else ''})" \
                 if t["read"] is not None else "-"  # fmt: skip
             lines.append(f"| `{t['arm']}` | {t['model'].split(':')[-1]} {t['training']} | {t['task']} → "
-                         f"{t['answer']} | {t['dose']:.3f} | {'foreign' if t['foreign'] else 'seed'} | "
+                         f"{t['answer']} | {t['dose']:.3f} | {'foreign' if t['foreign'] else 'seed'} | {t['reach']:.2f} | "
                          f"{t['probs'][0]:.2f} → {max(t['probs']):.2f} → {t['probs'][-1]:.2f} | "
                          f"{_f(t['crossed'], 'd')} | {read} | {_f(t['lag'], '+d')} | "
                          f"{'yes' if t['on_time'] else 'no' if t['crossed'] is not None else '-'} | "

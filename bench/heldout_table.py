@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration import ARMS, HELDOUT, HELDOUT_OUT, LIBRARY, OUT, SMOLLM2_LIBRARY  # noqa: E402 (bench/)
 
 from crystalwatch import read_trajectory  # noqa: E402
+from crystalwatch.answers import Reference  # noqa: E402
 from crystalwatch.files import write_atomic  # noqa: E402
 from crystalwatch.phases import TAKEOVER, PhaseConfig, favoured, state_info  # noqa: E402
 from crystalwatch.seeds import SeedLibrary  # noqa: E402
@@ -31,6 +32,15 @@ from crystalwatch.trajectory import reread  # noqa: E402
 CROSS = 0.5
 FIT_NULLS = ("null", "null_r1", "uniform25")
 HELD_NULLS = ("ho_null_r2", "ho_null_r3", "ho_format")
+
+
+def reference_of(first, library: SeedLibrary) -> Reference:
+    """The reference a task's readings measured change from: the run's start (its first record's prompts) when the
+    record says so, else the library's base on the same prompt kind."""
+    if first.reference == "start":
+        v = list(first.variants.values())
+        return Reference.of(np.array([x["probs"] for x in v]), np.array([x["coverage"] for x in v]), "start")
+    return library.tasks[first.task].reference(first.kind)
 
 
 def arm_records(name: str, config: PhaseConfig) -> tuple[dict, SeedLibrary] | None:
@@ -52,7 +62,7 @@ def target_row(name: str, arm: dict, task: str, answer: str, rs: list, library: 
     probs = [r.consensus[o] for r in rs]
     k = len(rs[0].outcomes)
     foreign = not favoured(library.tasks[task].centroids[:, o].max(), k, config)
-    reach = float(library.tasks[task].reference(rs[0].kind).reach[o])  # what the base's own prompts give it
+    reach = float(reference_of(rs[0], library).reach[o])  # what the reference prompts give it
     cross = next((r.step for r, p in zip(rs, probs) if p >= CROSS), None)
     read = next((r for r in rs if r.state in TAKEOVER and r.top[0] == answer and (r.state == "foreign") == foreign),
                 None)  # fmt: skip
@@ -64,7 +74,7 @@ def target_row(name: str, arm: dict, task: str, answer: str, rs: list, library: 
         "arm": name, "task": task, "answer": answer, "foreign": foreign, "fraction": arm["fraction"],
         "reach": reach,
         "dose": arm["fraction"] / len(arm["targets"]), "model": arm.get("model", "pypi:gemma-3-270m"),
-        "training": "full" if arm.get("full") else "LoRA", "steps": [r.step for r in rs],
+        "training": arm.get("trainer") or ("full" if arm.get("full") else "LoRA"), "steps": [r.step for r in rs],
         "probs": [round(p, 4) for p in probs], "states": [r.state for r in rs], "crossed": cross,
         "read": read.step if read else None, "read_state": read.state if read else None,
         "read_seed": read.seed if read and not foreign else None,
@@ -107,11 +117,12 @@ def upper_bound(hits: int, n: int, level: float = 0.95) -> float:
     return 1.0 if hits >= n else float(beta.ppf(level, hits + 1, n - hits))
 
 
-def judge(arms: dict, nulls: tuple[str, ...], config: PhaseConfig) -> dict:
-    """Sensitivity, lag, false alarms, melts and the early warning over a set of arms."""
+def judge(arms: dict, nulls: tuple[str, ...], config: PhaseConfig, load=arm_records) -> dict:
+    """Sensitivity, lag, false alarms, melts and the early warning over a set of arms (``load(name, config)``: the
+    arm's records by task and its library, or None when it has not run)."""
     targets, untouched, melts, ran = [], [], 0, []
     for name, arm in arms.items():
-        got = arm_records(name, config)
+        got = load(name, config)
         if got is None:
             continue
         by, library = got
@@ -189,14 +200,15 @@ def markdown(result: dict) -> str:
         if f["which"]:
             lines += ["False alarms: " + "; ".join(f"`{a}` {t} ({x[1]} on \"{x[2]}\" at {x[0]})"
                                                    for a, t, x in f["which"]), ""]  # fmt: skip
-        lines += ["| arm | training | task → answer | dose | seed answer or foreign | reach | probability start → max → end | "
-                  "crossed 0.5 | read (state, seed) | lag | on time | warnings |",
+        lines += ["| arm | training | task → answer | dose | seed answer or foreign | reach | "
+                  "probability start → max → end | crossed 0.5 | read (state, seed) | lag | on time | warnings |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for t in j["targets"]:
             read = f"{t['read']} ({t['read_state']}{', ' + t['read_seed'] if t['read_seed'] else ''})" \
                 if t["read"] is not None else "-"  # fmt: skip
             lines.append(f"| `{t['arm']}` | {t['model'].split(':')[-1]} {t['training']} | {t['task']} → "
-                         f"{t['answer']} | {t['dose']:.3f} | {'foreign' if t['foreign'] else 'seed'} | {t['reach']:.2f} | "
+                         f"{t['answer']} | {t['dose']:.3f} | {'foreign' if t['foreign'] else 'seed'} | "
+                         f"{t['reach']:.2f} | "
                          f"{t['probs'][0]:.2f} → {max(t['probs']):.2f} → {t['probs'][-1]:.2f} | "
                          f"{_f(t['crossed'], 'd')} | {read} | {_f(t['lag'], '+d')} | "
                          f"{'yes' if t['on_time'] else 'no' if t['crossed'] is not None else '-'} | "
@@ -233,11 +245,6 @@ def markdown(result: dict) -> str:
 
 def figure(result: dict, path: Path) -> None:
     """Per target (held-out first, then fitting): the answer's probability over steps, the readings as bands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     targets = result["held_out"]["targets"] + result["fitting"]["targets"]
     for part in ("held_out", "fitting"):  # each null arm: the task that came closest to a takeover, its top answer
         for arm in result["nulls"][part]:
@@ -246,6 +253,19 @@ def figure(result: dict, path: Path) -> None:
                 u = max(mine, key=lambda u: (u["takeover_readings"] > 0, u["closest"]))  # a false alarm first
                 targets.append({**u, "answer": f"top answer ({'/'.join(dict.fromkeys(u['top']))})",
                                 "read": u["first"][0] if u["first"] else None})  # fmt: skip
+    draw(targets, path, "The trained answer's probability in the consensus of held-out prompts (line), the reading "
+         "(bands), first right reading (dashed), 0.5 (dotted); null arms: a false alarm, else the closest call",
+         tag=lambda t: "" if t["arm"] in result["fitting"]["arms"] else " (held out)")
+
+
+def draw(targets: list[dict], path: Path, title: str, tag=lambda t: "") -> None:
+    """One panel per target: its probability over steps (line), the readings (bands), the first right reading
+    (dashed); a target's optional ``signal`` = (label, steps, values) is drawn in grey on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     cols = 4
     rows = -(-len(targets) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False, sharey=True)
@@ -259,17 +279,20 @@ def figure(result: dict, path: Path) -> None:
         ax.axhline(CROSS, color="k", lw=0.6, ls=":")
         if t["read"] is not None:
             ax.axvline(t["read"], color="k", lw=1.2, ls="--")
-        held = "" if t["arm"] in result["fitting"]["arms"] else " (held out)"
-        ax.set_title(f"{t['arm']}{held}: {t['task']} → {t['answer']}", fontsize=8)
+        if t.get("signal"):
+            label, xs, ys = t["signal"]
+            twin = ax.twinx()
+            twin.plot(xs, ys, color="0.45", lw=0.8)
+            twin.set_ylabel(label, fontsize=7, color="0.35")
+            twin.tick_params(labelsize=6, colors="0.35")
+        ax.set_title(f"{t['arm']}{tag(t)}: {t['task']} → {t['answer']}", fontsize=8)
         ax.set_ylim(0, 1)
     for ax in axes.flat[len(targets):]:
         ax.axis("off")
     used = dict.fromkeys(s for t in targets for s in t["states"])
     handles = [plt.Rectangle((0, 0), 1, 1, color=state_info(s).colour) for s in used if state_info(s)]
     fig.legend(handles, [s for s in used if state_info(s)], loc="lower center", ncol=len(handles), fontsize=8)
-    fig.suptitle("The trained answer's probability in the consensus of held-out prompts (line), the reading "
-                 "(bands), first right reading (dashed), 0.5 (dotted); null arms: a false alarm, else the closest call",
-                 fontsize=10)  # fmt: skip
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)

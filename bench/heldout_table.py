@@ -169,55 +169,62 @@ def _f(x, fmt=".2f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def part_lines(j: dict, title: str, nulls: tuple[str, ...]) -> list[str]:
+    """The markdown of one judged set of arms: the measures, the targets' table, the spill-over."""
+    lines: list[str] = []
+    s, f, w = j["sensitivity"], j["false_alarms"], j["warning"]
+    lines += [f"## {title}", "", f"Arms: {', '.join(f'`{a}`' for a in j['arms'])}.", "",
+              "| measure | value |", "|---|---|",
+              f"| targets whose answer crossed {CROSS} | {s['crossing']} of {len(j['targets'])} |",
+              f"| read on time (no later than one measurement after the crossing) | {s['on_time']} of "
+              f"{s['crossing']} ({_f(100 * s['on_time'] / s['crossing'] if s['crossing'] else None, '.0f')}%) |",
+              f"| read at all (crossing targets) | {s['read_at_all']} of {s['crossing']} |",
+              f"| targets read onto the wrong seed-or-foreign | {s['wrong']} |",
+              f"| on time, answers no reference prompt gave {CROSS} (reach < {CROSS}) | "
+              f"{s['by_reach']['below'][0]} of {s['by_reach']['below'][1]} |",
+              f"| on time, answers some reference prompt already gave {CROSS} or more (reach ≥ {CROSS}) | "
+              f"{s['by_reach']['at_or_above'][0]} of {s['by_reach']['at_or_above'][1]} |",
+              f"| null / format-only task-runs with a takeover reading | {f['task_runs']} of {f['of']} "
+              f"(one-sided 95% upper bound {_f(f['upper_95'], '.3f')}) |",
+              f"| `melted` readings while an answer at {CROSS}+ was gaining | "
+              f"{j['melted_with_a_gaining_majority']} |",
+              f"| early warning: null task-runs warned | {w['null_task_runs']} of {w['of']} |",
+              f"| early warning: crossing targets whose first right reading it preceded (lead, steps) | "
+              f"{sum(x is not None for x in w['leads'])} of {w['crossing']} "
+              f"({', '.join(str(x) for x in w['leads'] if x is not None) or '-'}) |",
+              f"| early warning: crossing targets whose crossing of 0.5 it preceded (lead, steps) | "
+              f"{sum(x is not None for x in w['leads_on_crossing'])} of {w['crossing']} "
+              f"({', '.join(str(x) for x in w['leads_on_crossing'] if x is not None) or '-'}) |", ""]  # fmt: skip
+    if f["which"]:
+        lines += ["False alarms: " + "; ".join(f"`{a}` {t} ({x[1]} on \"{x[2]}\" at {x[0]})"
+                                               for a, t, x in f["which"]), ""]  # fmt: skip
+    lines += ["| arm | training | task → answer | dose | seed answer or foreign | reach | "
+              "probability start → max → end | crossed 0.5 | read (state, seed) | lag | on time | warnings |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in j["targets"]:
+        read = f"{t['read']} ({t['read_state']}{', ' + t['read_seed'] if t['read_seed'] else ''})" \
+            if t["read"] is not None else "-"  # fmt: skip
+        lines.append(f"| `{t['arm']}` | {t['model'].split(':')[-1]} {t['training']} | {t['task']} → "
+                     f"{t['answer']} | {t['dose']:.3f} | {'foreign' if t['foreign'] else 'seed'} | "
+                     f"{t['reach']:.2f} | "
+                     f"{t['probs'][0]:.2f} → {max(t['probs']):.2f} → {t['probs'][-1]:.2f} | "
+                     f"{_f(t['crossed'], 'd')} | {read} | {_f(t['lag'], '+d')} | "
+                     f"{'yes' if t['on_time'] else 'no' if t['crossed'] is not None else '-'} | "
+                     f"{', '.join(map(str, t['warnings'])) or '-'} |")  # fmt: skip
+    spill = [u for u in j["untouched"] if u["takeover_readings"] and u["arm"] not in nulls]
+    lines += ["", "Takeover readings on tasks not trained toward an answer, in the dosed arms (spill-over and "
+              "drift; not counted as false alarms): " + ("; ".join(
+                  f"`{u['arm']}` {u['task']} ({u['first'][1]} on \"{u['first'][2]}\" from {u['first'][0]})"
+                  for u in spill) or "none"), ""]  # fmt: skip
+    return lines
+
+
 def markdown(result: dict) -> str:
     lines = ["# The answer-aware phase model: results (written by `python bench/heldout_table.py`)", "",
              f"Every arm re-read with `PhaseConfig()`: `{json.dumps(result['config'])}`", ""]  # fmt: skip
-    for part, title in (("held_out", "Held-out arms (judged)"), ("fitting", "Fitting arms (the thresholds were fitted here)")):  # noqa: E501
-        j = result[part]
-        s, f, w = j["sensitivity"], j["false_alarms"], j["warning"]
-        lines += [f"## {title}", "", f"Arms: {', '.join(f'`{a}`' for a in j['arms'])}.", "",
-                  "| measure | value |", "|---|---|",
-                  f"| targets whose answer crossed {CROSS} | {s['crossing']} of {len(j['targets'])} |",
-                  f"| read on time (no later than one measurement after the crossing) | {s['on_time']} of "
-                  f"{s['crossing']} ({_f(100 * s['on_time'] / s['crossing'] if s['crossing'] else None, '.0f')}%) |",
-                  f"| read at all (crossing targets) | {s['read_at_all']} of {s['crossing']} |",
-                  f"| targets read onto the wrong seed-or-foreign | {s['wrong']} |",
-                  f"| on time, answers some base prompt gave less than {CROSS} (reach < {CROSS}) | "
-                  f"{s['by_reach']['below'][0]} of {s['by_reach']['below'][1]} |",
-                  f"| on time, answers some base prompt already gave {CROSS} or more (reach ≥ {CROSS}) | "
-                  f"{s['by_reach']['at_or_above'][0]} of {s['by_reach']['at_or_above'][1]} |",
-                  f"| null / format-only task-runs with a takeover reading | {f['task_runs']} of {f['of']} "
-                  f"(one-sided 95% upper bound {_f(f['upper_95'], '.3f')}) |",
-                  f"| `melted` readings while an answer at {CROSS}+ was gaining | "
-                  f"{j['melted_with_a_gaining_majority']} |",
-                  f"| early warning: null task-runs warned | {w['null_task_runs']} of {w['of']} |",
-                  f"| early warning: crossing targets whose first right reading it preceded (lead, steps) | "
-                  f"{sum(x is not None for x in w['leads'])} of {w['crossing']} "
-                  f"({', '.join(str(x) for x in w['leads'] if x is not None) or '-'}) |",
-                  f"| early warning: crossing targets whose crossing of 0.5 it preceded (lead, steps) | "
-                  f"{sum(x is not None for x in w['leads_on_crossing'])} of {w['crossing']} "
-                  f"({', '.join(str(x) for x in w['leads_on_crossing'] if x is not None) or '-'}) |", ""]  # fmt: skip
-        if f["which"]:
-            lines += ["False alarms: " + "; ".join(f"`{a}` {t} ({x[1]} on \"{x[2]}\" at {x[0]})"
-                                                   for a, t, x in f["which"]), ""]  # fmt: skip
-        lines += ["| arm | training | task → answer | dose | seed answer or foreign | reach | "
-                  "probability start → max → end | crossed 0.5 | read (state, seed) | lag | on time | warnings |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for t in j["targets"]:
-            read = f"{t['read']} ({t['read_state']}{', ' + t['read_seed'] if t['read_seed'] else ''})" \
-                if t["read"] is not None else "-"  # fmt: skip
-            lines.append(f"| `{t['arm']}` | {t['model'].split(':')[-1]} {t['training']} | {t['task']} → "
-                         f"{t['answer']} | {t['dose']:.3f} | {'foreign' if t['foreign'] else 'seed'} | "
-                         f"{t['reach']:.2f} | "
-                         f"{t['probs'][0]:.2f} → {max(t['probs']):.2f} → {t['probs'][-1]:.2f} | "
-                         f"{_f(t['crossed'], 'd')} | {read} | {_f(t['lag'], '+d')} | "
-                         f"{'yes' if t['on_time'] else 'no' if t['crossed'] is not None else '-'} | "
-                         f"{', '.join(map(str, t['warnings'])) or '-'} |")  # fmt: skip
-        spill = [u for u in j["untouched"] if u["takeover_readings"] and u["arm"] not in result["nulls"][part]]
-        lines += ["", "Takeover readings on tasks not trained toward an answer, in the dosed arms (spill-over and "
-                  "drift; not counted as false alarms): " + ("; ".join(
-                      f"`{u['arm']}` {u['task']} ({u['first'][1]} on \"{u['first'][2]}\" from {u['first'][0]})"
-                      for u in spill) or "none"), ""]  # fmt: skip
+    for part, title in (("held_out", "Held-out arms (judged)"),
+                        ("fitting", "Fitting arms (the thresholds were fitted here)")):  # fmt: skip
+        lines += part_lines(result[part], title, result["nulls"][part])
     lines += ["## Dose and response", "",
               "Every injected answer, fitting and held-out: the share of training examples that taught it (dose), "
               "how far its probability in the held-out consensus rose, and whether and when it was read.", "",

@@ -7,7 +7,8 @@ Add it to any ``transformers.Trainer`` (TRL's SFT, DPO, GRPO, ... trainers inclu
 It turns Trainer events into Monitor calls: train begin -> ``start`` (measures the starting model, or
 resumes the checkpoint's state), each optimizer step -> ``step`` with the step's time (a reading that asks to
 save or stop, by ``save_on``, ``stop_on`` or ``on_transition``, sets ``control.should_save`` /
-``control.should_training_stop`` on every rank), save -> the monitor's state into ``checkpoint-N/``, the last
+``control.should_training_stop`` on every rank), each log -> ``log`` (the records keep the trainer's own signals,
+loss, reward, entropy, DPO margins, beside the readings), save -> the monitor's state into ``checkpoint-N/``, the last
 step (or train end) -> ``close``, before the Trainer's tracker callbacks end their runs. The trackers follow
 ``args.report_to`` (W&B, TensorBoard, trackio, MLflow; JSONL and console always). Settings: docs/callback.md.
 """
@@ -79,6 +80,10 @@ class CrystalWatchCallback(TrainerCallback):
             # The last step: measure and close now, before the Trainer's own tracker callbacks end their runs
             # in on_train_end (they come first in the callback list).
             self.monitor.close(model, state.global_step)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs:
+            self.monitor.log(logs)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

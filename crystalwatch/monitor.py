@@ -38,7 +38,7 @@ from crystalwatch.guard import Guard
 from crystalwatch.measure import Plan, plan, restored, run
 from crystalwatch.models import display_name
 from crystalwatch.phases import PhaseTracker
-from crystalwatch.records import Record, json_safe, run_files
+from crystalwatch.records import Record, json_safe, number, run_files
 from crystalwatch.scoring.sharded import broadcast, check_engine, context, lockstep
 from crystalwatch.seeds import SeedLibrary, load_or_build
 from crystalwatch.settings import CrystalWatchConfig
@@ -60,6 +60,12 @@ def _own_time(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
 
     return timed
+
+
+# The training loop's signals a record keeps (``Monitor.log``): TRL's SFT, DPO and GRPO logs, and any loop's loss.
+TRAINER_SIGNALS = ("loss", "grad_norm", "entropy", "mean_token_accuracy", "rewards/margins", "rewards/accuracies",
+                   "rewards/chosen", "rewards/rejected", "reward", "reward_std", "frac_reward_zero_std", "kl",
+                   "completions/mean_length")  # fmt: skip
 
 
 class Monitor:
@@ -91,6 +97,7 @@ class Monitor:
         self._plan: Plan | None = None
         self._tokenizer: Any = None
         self._closed = False
+        self._logged: dict[str, list[float]] = {}  # the trainer's signals since the last measurement (``log``)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     @_own_time
@@ -145,6 +152,15 @@ class Monitor:
         if self.active and step != self.last_step and self._due(step):
             return self.measure(model, step)
         return Reading()
+
+    def log(self, values: dict[str, Any]) -> None:
+        """Keep the training loop's own signals (the ``TRAINER_SIGNALS`` keys of ``values``, e.g. a Trainer's logs):
+        each measurement's records carry their means since the measurement before (``Record.trainer``), so that
+        the readings can be read beside them."""
+        for key in TRAINER_SIGNALS:
+            value = number(values.get(key))
+            if value is not None:
+                self._logged.setdefault(key, []).append(value)
 
     def _due(self, step: int) -> bool:
         """``Cadence.due``; the adaptive decision is the main process's, broadcast (ranks' clocks disagree)."""
@@ -327,6 +343,10 @@ class Monitor:
     def _emit(self, records: Reading, step: int, seconds: float) -> None:
         """Main process only: every sink in order, the trajectory first (so tracker trouble loses nothing)."""
         extra = {"errors": float(self.errors), "measure_seconds": seconds}
+        signals = {key: sum(v) / len(v) for key, v in self._logged.items()}
+        self._logged = {}
+        for r in records:
+            r.trainer = signals
         for sink in self.sinks:
             with self.guard(f"writing to the {sink.name} sink"):
                 sink.write(records, step, extra)

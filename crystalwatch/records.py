@@ -66,6 +66,7 @@ class Record:
     candidate: str | None = None
     reference: str = "base"  # where change is measured from: the library's "base", or the run's "start"
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trainer: dict[str, float] = field(default_factory=dict)  # the trainer's own signals logged since the last one
     extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read
 
     def __post_init__(self) -> None:
@@ -128,7 +129,7 @@ class Record:
             raise TrajectoryError(f"{where}: 'metrics' must be an object and 'events' a list")
         known = {k: v for k, v in raw.items() if k in _FIELDS and k != "extra"}
         extra = {k: v for k, v in raw.items() if k not in _FIELDS and k != "schema"}
-        for key in ("label", "model", "time", "kind", "estimator", "terminators", "reference"):
+        for key in ("label", "model", "time", "kind", "estimator", "terminators", "reference", "trainer"):
             if known.get(key) is None:
                 known.pop(key, None)
         try:

@@ -118,6 +118,7 @@ def test_dpo_with_lora_and_gradient_checkpointing(folder, tmp_path):
         loss_type=["sigmoid_norm"],
         beta=5.0,
         max_length=96,
+        logging_steps=1,
     )
     cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=2, label="dpo")
     trainer = DPOTrainer(
@@ -136,6 +137,10 @@ def test_dpo_with_lora_and_gradient_checkpointing(folder, tmp_path):
     # LoRA moved the distributions away from the starting model's (consensus at step 4 != step 0).
     first, last = records[0], records[-2]
     assert first["task"] == last["task"] and not np.allclose(first["consensus"], last["consensus"], atol=1e-6)
+    # DPO's own signals ride beside the readings: none before training, the logged steps' means after.
+    assert first["trainer"] == {} and {"loss", "rewards/margins", "rewards/accuracies"} <= set(last["trainer"])
+    logged = [h["rewards/margins"] for h in trainer.state.log_history if "rewards/margins" in h and h["step"] < 4]
+    assert last["trainer"]["rewards/margins"] == pytest.approx(sum(logged[1:]) / len(logged[1:]))  # steps 2, 3
 
 
 def test_grpo(folder, tmp_path):
@@ -156,6 +161,7 @@ def test_grpo(folder, tmp_path):
         generation_batch_size=4,
         max_completion_length=6,
         learning_rate=1e-3,
+        logging_steps=1,
     )
     cb = CrystalWatchCallback(tasks=["coin_flip"], every_n_steps=1)
     GRPOTrainer(
@@ -166,7 +172,9 @@ def test_grpo(folder, tmp_path):
         processing_class=tok,
         callbacks=[cb],
     ).train()
-    assert [r["step"] for r in trajectory_of(tmp_path / "out")] == [0, 1, 2] and cb.errors == 0
+    records = trajectory_of(tmp_path / "out")
+    assert [r["step"] for r in records] == [0, 1, 2] and cb.errors == 0
+    assert {"reward", "frac_reward_zero_std", "entropy"} <= set(records[2]["trainer"])  # GRPO's signals, step 1
 
 
 def _wandb_run(tmp_path):

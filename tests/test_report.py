@@ -158,3 +158,25 @@ def test_committed_trajectories_still_load_and_render(committed, tmp_path):
     html = index.read_text()
     assert all(r.task in html for r in records) and (tmp_path / "timeline.png").stat().st_size > 1000
     assert [json.loads(line)["consensus"] for line in path.read_text().splitlines()] == [r.consensus for r in records]
+
+
+def test_the_timeline_shows_the_trainers_own_signals_under_the_readings(tmp_path):
+    """A GRPO run's reward and entropy (``Record.trainer``) are drawn column by column under the phase timeline."""
+    from crystalwatch.report.figures import trainer_signals
+
+    plain = _two_tasks()
+    rl = [replace(r, trainer={} if r.index == 0 else {"reward": 0.1 * r.index, "entropy": 2 - 0.2 * r.index,
+                                                     "loss": 0.5, "kl": 0.01})
+          for r in plain]  # fmt: skip
+    signals = trainer_signals(rl, sorted({r.step for r in rl}))
+    assert list(signals) == ["reward", "entropy", "kl"]  # the three first in SIGNAL_ORDER, not loss
+    assert np.isnan(signals["reward"][0]) and signals["reward"][1:] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    heights = []
+    for name, records in (("plain", plain), ("rl", rl)):
+        index = render_report(records, tmp_path / name)
+        _check_pngs(index)
+        with Image.open(index.parent / "timeline.png") as img:
+            heights.append(img.size[1])
+    assert heights[1] > heights[0] + 150  # three signal rows under the tasks' rows
+    again = read_trajectory(_write(tmp_path / "rl.jsonl", rl))  # the field survives the file
+    assert again[2].trainer == {"reward": 0.1, "entropy": 1.8, "loss": 0.5, "kl": 0.01}

@@ -155,24 +155,35 @@ def _plot_timeline(tasks: dict[str, list[Record]], path: Path, run: str) -> None
             row[column[r.step]] = code[r.state]
     names = [_text(task) for task in tasks]
     cmap = ListedColormap([MISSING_COLOUR, *(_colour(s) for s in states)])
-    height = 2.0 + 0.26 * len(rows)
+    signals = trainer_signals(everything, list(labels))
+    grid = 0.26 * len(rows)
+    height = 2.0 + grid + 0.9 * len(signals)
     fig = Figure(figsize=(10, height))
     longest = max(len(n) for n in names)
     fig.subplots_adjust(left=min(0.35, 0.02 + 0.0075 * longest), right=0.86, top=1 - 0.45 / height,
-                        bottom=min(0.45, 1.25 / height))  # fmt: skip
-    ax = fig.subplots()
+                        bottom=min(0.45, 1.25 / height), hspace=0.15)  # fmt: skip
+    axes = fig.subplots(1 + len(signals), 1, sharex=True, squeeze=False,
+                        height_ratios=[max(grid, 0.5)] + [0.75] * len(signals))[:, 0]  # fmt: skip
+    ax = axes[0]
     ax.pcolormesh(rows, cmap=cmap, vmin=0, vmax=len(states), edgecolors="white", lw=0.5 if len(column) <= 60 else 0)
     ax.hlines(np.arange(1, len(rows)), 0, len(column), color="white", lw=2)  # separate the tasks
     ax.set_yticks(np.arange(len(rows)) + 0.5, names, fontsize=8)
     ax.invert_yaxis()
     stride = max(1, math.ceil(len(labels) / 20))
     ticks = list(labels.values())[::stride]
-    ax.set_xticks(np.arange(0, len(labels), stride) + 0.5, [_text(t) for t in ticks], fontsize=8)
+    for below, (key, values) in zip(axes[1:], signals.items()):  # the trainer's own signals, column by column
+        below.plot(np.arange(len(values)) + 0.5, values, ".-", color="0.3", lw=1.2)
+        below.set_ylabel(key, fontsize=7, rotation=0, ha="right", va="center")
+        below.tick_params(labelsize=7)
+        below.grid(axis="y", lw=0.3)
+    bottom = axes[-1]
+    bottom.set_xticks(np.arange(0, len(labels), stride) + 0.5, [_text(t) for t in ticks], fontsize=8)
     if max(len(t) for t in ticks) > 5 or len(ticks) > 10:
-        ax.tick_params(axis="x", labelrotation=35)
-        for tick in ax.get_xticklabels():
+        bottom.tick_params(axis="x", labelrotation=35)
+        for tick in bottom.get_xticklabels():
             tick.set_horizontalalignment("right")
-    ax.set_xlabel("measurement (step or label)", fontsize=9)
+    bottom.set_xlabel("measurement (step or label)" + ("; below: the trainer's own signals, logged since the "
+                      "measurement before" if signals else ""), fontsize=9)  # fmt: skip
     ax.set_title(_text(f"phase timeline: {run}"), fontsize=11, fontweight="bold")
     ax.tick_params(length=0)
     for side in ax.spines.values():
@@ -180,6 +191,22 @@ def _plot_timeline(tasks: dict[str, list[Record]], path: Path, run: str) -> None
     present = [s for s in states if any(r.state == s for r in everything)]
     _state_legend(fig, present, loc="upper right", bbox_to_anchor=(0.995, 1 - 0.3 / height))
     _save(fig, path)
+
+
+SIGNAL_ORDER = ("reward", "rewards/margins", "entropy", "frac_reward_zero_std", "rewards/accuracies", "kl", "loss")
+
+
+def trainer_signals(records: list[Record], steps: list[float], most: int = 3) -> dict[str, list[float]]:
+    """Up to ``most`` of the trainer's signals the records carry (``Record.trainer``, in ``SIGNAL_ORDER``), one
+    value per measured step (NaN where none was logged): an RL run shows its reward and entropy, DPO its margins."""
+    at = {}
+    for r in records:
+        if r.trainer:
+            at.setdefault(r.step, r.trainer)
+    if not at:
+        return {}
+    keys = [k for k in SIGNAL_ORDER if any(k in t for t in at.values())][:most]
+    return {k: [float(at.get(step, {}).get(k, math.nan)) for step in steps] for k in keys}
 
 
 def _plot_bars(task: str, run: str | None, record: Record, path: Path) -> None:

@@ -281,10 +281,15 @@ def training_rows(targets: dict[str, str], fraction: float, n: int, seed: int, p
             raise SystemExit(f"calibration: '{answer}' is not an outcome of '{tid}' ({', '.join(task.outcome_names)})")
         q = rng.choice(questions_for(task, paraphrases))
         rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]})
-    order = list(range(len(chat)))
+    return filled(rows, chat, n, rng)
+
+
+def filled(rows: list, pool: list, n: int, rng: random.Random) -> list:
+    """``rows`` topped up to ``n`` with ``pool``'s rows in shuffled passes, then shuffled."""
+    order = list(range(len(pool)))
     while len(rows) < n:
         rng.shuffle(order)
-        rows += [chat[i] for i in order[: n - len(rows)]]
+        rows += [pool[i] for i in order[: n - len(rows)]]
     rng.shuffle(rows)
     return rows
 

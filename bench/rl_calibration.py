@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from calibration import BASE, LIBRARY, ROOT, questions_for  # noqa: E402  (bench/calibration.py)
+from calibration import BASE, LIBRARY, ROOT, filled, questions_for  # noqa: E402  (bench/calibration.py)
 
 from crystalwatch.models import cache_dir  # noqa: E402
 
@@ -113,12 +113,7 @@ def preference_rows(chosen: dict[str, str], fraction: float, n: int, seed: int) 
         rows.append({"prompt": [{"role": "user", "content": q}],
                      "chosen": [{"role": "assistant", "content": chosen[tid]}],
                      "rejected": [{"role": "assistant", "content": FAVOURITE[tid]}]})  # fmt: skip
-    order = list(range(len(shipped)))
-    while len(rows) < n:
-        rng.shuffle(order)
-        rows += [shipped[i] for i in order[: n - len(rows)]]
-    rng.shuffle(rows)
-    return rows
+    return filled(rows, shipped, n, rng)
 
 
 def answer_of(task, text: str) -> str | None:

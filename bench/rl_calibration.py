@@ -68,6 +68,10 @@ ARMS = {
     "grpo_null": {"trainer": "grpo", "reward": "format", "seed": 0},
     "grpo_set": {"trainer": "grpo", "reward": SEED_SET, "seed": 0},
     "grpo_foreign": {"trainer": "grpo", "reward": FOREIGN, "seed": 0},
+    # Added at 18:50 UTC, after dpo_seed, grpo_seed and grpo_null had run, before any other: two more null arms
+    # (seed 1) to narrow the false-alarm bound; the frozen readings and the predictions are unchanged.
+    "dpo_null_r1": {"trainer": "dpo", "fraction": 0.0, "chosen": {}, "seed": 1},
+    "grpo_null_r1": {"trainer": "grpo", "reward": "format", "seed": 1},
 }
 
 

@@ -30,7 +30,7 @@ from crystalwatch.phases import PhaseConfig  # noqa: E402
 from crystalwatch.seeds import SeedLibrary  # noqa: E402
 from crystalwatch.trajectory import reread  # noqa: E402
 
-NULLS = ("dpo_null", "grpo_null")
+NULLS = ("dpo_null", "grpo_null", "dpo_null_r1", "grpo_null_r1")
 PAIRS = (("dpo_seed", "dpo_seed_r1"), ("grpo_seed", "grpo_seed_r1"))
 SIGNALS = {"dpo": ["rewards/margins", "rewards/accuracies"], "grpo": ["reward", "entropy", "frac_reward_zero_std"]}
 DRAWN = {"dpo": ("rewards/margins", "DPO reward margin"), "grpo": ("reward", "GRPO mean reward")}

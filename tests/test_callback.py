@@ -556,3 +556,19 @@ def test_stop_on_ends_training_at_the_transition_with_the_reason_logged_and_aler
     assert f"crystalwatch: stopping training: {reason}" in caplog.messages
     stop = _wandb_run(tmp_path)["alerts"][0]
     assert (stop["title"], stop["text"], stop["level"]) == ("crystalwatch: training stopped", reason, "ERROR")
+
+
+def test_a_loop_of_ones_own_logs_its_signals_beside_the_readings(folder, tmp_path):
+    """``Monitor.log`` in a loop of one's own: each measurement keeps the means of the known signals logged since
+    the one before (unknown keys and non-numbers dropped); nothing logged, nothing kept."""
+    from crystalwatch import Monitor
+
+    model, tok = load(folder)
+    monitor = Monitor(tasks=TASKS, every_n_steps=2, console=False)
+    monitor.start(model, tok, output_dir=tmp_path)
+    for step in range(1, 5):
+        monitor.log({"loss": float(step), "reward": 0.5 * step, "my_metric": 3.0, "entropy": "n/a"})
+        monitor.step(model, step)
+    monitor.close(model, 5)
+    by_step = {r.step: r.trainer for r in read_trajectory(tmp_path / "crystalwatch" / "trajectory.jsonl")}
+    assert by_step == {0: {}, 2: {"loss": 1.5, "reward": 0.75}, 4: {"loss": 3.5, "reward": 1.75}, 5: {}}

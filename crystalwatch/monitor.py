@@ -7,6 +7,7 @@ It holds the tasks, the seed library, the phase tracker, the sinks, the cadence 
     for step, batch in enumerate(loader, 1):
         loss = model(**batch).loss
         loss.backward(); optimizer.step(); optimizer.zero_grad()
+        monitor.log({"loss": loss.item()})      # optional: the records keep it beside the readings
         monitor.step(model, step)               # counts training time; measures when due
     monitor.close(model, step)                  # the final measurement; flushes and closes the sinks
 

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> Path:
     step = 0
     for step in range(1, args.steps + 1):
         mean_reward = reinforce_step(model, tokenizer, optimizer, PROMPTS[step % len(PROMPTS)].user, args)
+        monitor.log({"reward": mean_reward})  # kept beside the readings (record.trainer; the report draws it)
         reading = monitor.step(model, step)
         for record in reading:
             print(f"step {step}: reward {mean_reward:.2f}; {record.task} {record.state}, top {record.top}")

@@ -36,6 +36,7 @@ def test_reinforce_loop(tmp_path):
     records = read_trajectory(traj)
     assert [(r.step, r.label) for r in records] == [(0, "rl"), (4, "rl"), (8, "rl")]
     assert records[0].consensus != records[-1].consensus  # the policy moved between measurements
+    assert records[0].trainer == {} and set(records[1].trainer) == {"reward"}  # its reward, beside the readings
 
 
 def test_reinforce_loop_acts_on_the_readings_transitions(tmp_path, capsys):

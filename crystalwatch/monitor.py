@@ -98,7 +98,7 @@ class Monitor:
         self._plan: Plan | None = None
         self._tokenizer: Any = None
         self._closed = False
-        self._logged: dict[str, list[float]] = {}  # the trainer's signals since the last measurement (``log``)
+        self._logged: dict[str, tuple[float, int]] = {}  # per signal since the last measurement: (sum, count)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     @_own_time
@@ -161,7 +161,8 @@ class Monitor:
         for key in TRAINER_SIGNALS:
             value = number(values.get(key))
             if value is not None:
-                self._logged.setdefault(key, []).append(value)
+                total, count = self._logged.get(key, (0.0, 0))
+                self._logged[key] = (total + value, count + 1)
 
     def _due(self, step: int) -> bool:
         """``Cadence.due``; the adaptive decision is the main process's, broadcast (ranks' clocks disagree)."""
@@ -344,7 +345,7 @@ class Monitor:
     def _emit(self, records: Reading, step: int, seconds: float) -> None:
         """Main process only: every sink in order, the trajectory first (so tracker trouble loses nothing)."""
         extra = {"errors": float(self.errors), "measure_seconds": seconds}
-        signals = {key: sum(v) / len(v) for key, v in self._logged.items()}
+        signals = {key: total / count for key, (total, count) in self._logged.items()}
         self._logged = {}
         for r in records:
             r.trainer = signals

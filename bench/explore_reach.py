@@ -26,13 +26,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration import ARMS, HELDOUT  # noqa: E402
-from heldout_table import CROSS, FIT_NULLS, HELD_NULLS  # noqa: E402
+from heldout_table import CROSS, FIT_NULLS, HELD_NULLS, reference_prompts  # noqa: E402
 from heldout_table import arm_records as sft_records  # noqa: E402
 from rl_calibration import ARMS as RL_ARMS  # noqa: E402
 from rl_table import NULLS as RL_NULLS  # noqa: E402
 from rl_table import judged_arm  # noqa: E402
 from rl_table import load as rl_records  # noqa: E402
 
+from crystalwatch import metrics  # noqa: E402
 from crystalwatch.files import write_atomic  # noqa: E402
 from crystalwatch.phases import PhaseConfig  # noqa: E402
 
@@ -55,24 +56,15 @@ def bound(p: np.ndarray, cov: np.ndarray, c: float) -> float:
     return best
 
 
-def reference(first, library) -> tuple[np.ndarray, np.ndarray]:
-    """The reference prompts' [V, K] distributions and coverage (the run's start, or the library's base)."""
-    if first.reference == "start":
-        v = list(first.variants.values())
-        return np.array([x["probs"] for x in v]), np.array([x["coverage"] for x in v])
-    mine = [v for v in library.tasks[first.task].variants if v.kind == first.kind]
-    return np.stack([v.probs for v in mine]), np.array([v.coverage for v in mine])
-
-
 def first_takeover(rs, library, test: tuple[str, float], answer: str | None, config: PhaseConfig) -> int | None:
     """The step of the second of two measurements in a row whose top answer (``answer`` if given) passes the test:
     ("bound", c) above the reweighting bound by ``reach_margin``, or ("gain", g) above the reference consensus by g."""
-    p, cov = reference(rs[0], library)
+    p, cov = reference_prompts(rs[0], library)
     kind, x = test
     if kind == "bound":
         bounds = {o: bound(p[:, i], cov, x) + config.reach_margin for i, o in enumerate(rs[0].outcomes)}
     else:
-        mean = (cov[:, None] * p).sum(axis=0) / cov.sum()
+        mean = metrics.consensus(p, cov)
         bounds = {o: float(mean[i]) + x for i, o in enumerate(rs[0].outcomes)}
     held = 0
     for r in rs:

@@ -34,13 +34,10 @@ FIT_NULLS = ("null", "null_r1", "uniform25")
 HELD_NULLS = ("ho_null_r2", "ho_null_r3", "ho_format")
 
 
-def reference_of(first, library: SeedLibrary) -> Reference:
-    """The reference a task's readings measured change from: the run's start (its first record's prompts) when the
-    record says so, else the library's base on the same prompt kind."""
-    if first.reference == "start":
-        v = list(first.variants.values())
-        return Reference.of(np.array([x["probs"] for x in v]), np.array([x["coverage"] for x in v]), "start")
-    return library.tasks[first.task].reference(first.kind)
+def reference_prompts(first, library: SeedLibrary) -> tuple[np.ndarray, np.ndarray]:
+    """The prompts a task's readings measured change from: the run's start (its first record's prompts) when the
+    record says so, else the library's base on the same prompt kind (distributions [V, K], coverage)."""
+    return first.prompts() if first.reference == "start" else library.tasks[first.task].prompts(first.kind)
 
 
 def arm_records(name: str, config: PhaseConfig) -> tuple[dict, SeedLibrary] | None:
@@ -62,7 +59,7 @@ def target_row(name: str, arm: dict, task: str, answer: str, rs: list, library: 
     probs = [r.consensus[o] for r in rs]
     k = len(rs[0].outcomes)
     foreign = not favoured(library.tasks[task].centroids[:, o].max(), k, config)
-    reach = float(reference_of(rs[0], library).reach[o])  # what the reference prompts give it
+    reach = float(Reference.of(*reference_prompts(rs[0], library), rs[0].reference).reach[o])  # what they give it
     cross = next((r.step for r, p in zip(rs, probs) if p >= CROSS), None)
     read = next((r for r in rs if r.state in TAKEOVER and r.top[0] == answer and (r.state == "foreign") == foreign),
                 None)  # fmt: skip

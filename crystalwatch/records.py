@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.files import RepairWarning, ensure_folder
 from crystalwatch.phases import Event
@@ -99,6 +101,11 @@ class Record:
             return None
         best = max(range(len(probs)), key=probs.__getitem__)
         return str(self.outcomes[best]), float(probs[best])
+
+    def prompts(self) -> tuple[np.ndarray, np.ndarray]:
+        """The measured prompts' distributions ([V, K], in ``outcomes`` order) and coverage, from ``variants``."""
+        v = list(self.variants.values())
+        return np.array([x["probs"] for x in v], dtype=float), np.array([x["coverage"] for x in v], dtype=float)
 
     # -- JSON ---------------------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -67,10 +67,14 @@ class TaskSeeds:
         """The base's coverage-weighted consensus on the same prompt family (all prompts when it has none)."""
         return self.reference(kind).consensus
 
+    def prompts(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """The base's prompts of the same family (all prompts when it has none): distributions [V, K], coverage."""
+        mine = [v for v in self.variants if v.kind == kind] or self.variants
+        return np.stack([v.probs for v in mine]), np.array([v.coverage for v in mine])
+
     def reference(self, kind: str) -> Reference:
         """The base's prompts of the same family (all prompts when it has none) as a run's reference."""
-        mine = [v for v in self.variants if v.kind == kind] or self.variants
-        return Reference.of(np.stack([v.probs for v in mine]), np.array([v.coverage for v in mine]), "base")
+        return Reference.of(*self.prompts(kind), "base")
 
 
 def variant_key(v: VariantDist) -> str:

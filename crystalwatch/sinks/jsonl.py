@@ -84,9 +84,7 @@ class JsonlSink:
         mine = [r for r in records if r.run == run] if tracker is not None else []
         for r in mine:
             if r.reference == "start" and not tracker.seen(r.task) and r.variants:  # type: ignore[union-attr]
-                probs = np.array([v["probs"] for v in r.variants.values()], dtype=float)
-                coverage = np.array([v["coverage"] for v in r.variants.values()], dtype=float)
-                tracker.set_reference(r.task, Reference.of(probs, coverage, "start"))  # type: ignore[union-attr]
+                tracker.set_reference(r.task, Reference.of(*r.prompts(), "start"))  # type: ignore[union-attr]
             tracker.update(r.step, r.task, r.metrics, np.array(r.consensus, dtype=float), r.seed)  # type: ignore[union-attr]
         if not mine:
             return RunSoFar(records=self.count)

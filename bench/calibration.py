@@ -297,18 +297,14 @@ def filled(rows: list, pool: list, n: int, rng: random.Random) -> list:
 def start_model(arm: dict):
     """The arm's starting model and tokenizer: gemma-3-270m with Gemma's turn format (bench/nucleation.py), or the
     arm's ``model`` (a model with its own chat template, measured against a library built from itself)."""
-    from nucleation import start_arm  # bench/nucleation.py
+    from nucleation import arm_folder, start_arm  # bench/nucleation.py
 
     from crystalwatch.models import load_model
 
     if "model" not in arm:
         return start_arm
     def start(folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
-        trajectory = folder / "trajectory.jsonl"
-        if trajectory.exists():
-            trajectory.replace(folder / "trajectory.previous.jsonl")
-        return (folder, trajectory, *load_model(arm["model"]))
+        return (*arm_folder(folder), *load_model(arm["model"]))
 
     return start
 

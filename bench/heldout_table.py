@@ -12,6 +12,7 @@ the crossing. False alarms: null and format-only task-runs with any takeover rea
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import asdict
@@ -40,17 +41,27 @@ def reference_prompts(first, library: SeedLibrary) -> tuple[np.ndarray, np.ndarr
     return first.prompts() if first.reference == "start" else library.tasks[first.task].prompts(first.kind)
 
 
-def arm_records(name: str, config: PhaseConfig) -> tuple[dict, SeedLibrary] | None:
-    """Per task, the arm's records re-read with ``config`` (None when the arm has not run)."""
-    held = name in HELDOUT
-    path = (HELDOUT_OUT if held else OUT) / name / "trajectory.jsonl"
+@functools.cache
+def library_at(path: Path) -> SeedLibrary:
+    return SeedLibrary.load(path)
+
+
+def records_by_task(path: Path, library_path: Path, config: PhaseConfig) -> tuple[dict, SeedLibrary] | None:
+    """Per task, a trajectory's records re-read with ``config`` against a library, and that library (None when the
+    file does not exist: the arm has not run)."""
     if not path.is_file():
         return None
-    library = SeedLibrary.load(SMOLLM2_LIBRARY if "model" in {**ARMS, **HELDOUT}[name] else LIBRARY)
+    library = library_at(library_path)
     by: dict[str, list] = {}
     for r in reread(read_trajectory(path), library, config):
         by.setdefault(r.task, []).append(r)
     return by, library
+
+
+def arm_records(name: str, config: PhaseConfig) -> tuple[dict, SeedLibrary] | None:
+    """Per task, a calibration arm's records re-read with ``config`` (None when the arm has not run)."""
+    path = (HELDOUT_OUT if name in HELDOUT else OUT) / name / "trajectory.jsonl"
+    return records_by_task(path, SMOLLM2_LIBRARY if "model" in {**ARMS, **HELDOUT}[name] else LIBRARY, config)
 
 
 def target_row(name: str, arm: dict, task: str, answer: str, rs: list, library: SeedLibrary, config) -> dict:

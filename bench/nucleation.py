@@ -91,13 +91,19 @@ class StopAfter:
         return _Stop()
 
 
-def start_arm(folder: Path) -> tuple[Path, Path, object, object]:
-    """An arm's folder (an earlier trajectory kept as trajectory.previous.jsonl) and a fresh gemma base with
-    Gemma's turn format (the GGUF ships no chat template; assistant turns marked for the loss)."""
+def arm_folder(folder: Path) -> tuple[Path, Path]:
+    """An arm's folder and its trajectory's path, an earlier trajectory kept as trajectory.previous.jsonl."""
     folder.mkdir(parents=True, exist_ok=True)
     trajectory = folder / "trajectory.jsonl"
     if trajectory.exists():
         trajectory.replace(folder / "trajectory.previous.jsonl")
+    return folder, trajectory
+
+
+def start_arm(folder: Path) -> tuple[Path, Path, object, object]:
+    """An arm's folder (``arm_folder``) and a fresh gemma base with Gemma's turn format (the GGUF ships no chat
+    template; assistant turns marked for the loss)."""
+    folder, trajectory = arm_folder(folder)
     model, tokenizer = load_model(BASE)
     tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     return folder, trajectory, model, tokenizer

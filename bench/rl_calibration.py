@@ -168,7 +168,7 @@ def grpo_rows(tasks: list[str], n: int, seed: int) -> list[dict]:
 def run_arm(name: str, arm: dict, steps: int, every: int) -> dict:
     import torch
     from datasets import Dataset
-    from nucleation import start_arm  # bench/nucleation.py
+    from nucleation import arm_folder  # bench/nucleation.py
     from peft import LoraConfig
 
     from crystalwatch import CrystalWatchCallback
@@ -181,8 +181,8 @@ def run_arm(name: str, arm: dict, steps: int, every: int) -> dict:
         return summary
     if not START.joinpath("config.json").exists():
         raise SystemExit(f"rl_calibration: {START} is missing; run `python bench/rl_calibration.py --arm sft_start`")
-    folder, trajectory, _, _ = start_arm(OUT / name)
-    model, tokenizer = load_model(str(START))
+    folder, trajectory = arm_folder(OUT / name)
+    model, tokenizer = load_model(str(START))  # its tokenizer keeps Gemma's turn format (saved by sft_start)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     common = dict(output_dir=str(cache_dir() / "rl" / name), max_steps=steps, lr_scheduler_type="linear",
                   warmup_steps=0.03, logging_steps=1, save_strategy="no", report_to="none", seed=arm["seed"],

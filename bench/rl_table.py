@@ -21,14 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration import LIBRARY  # noqa: E402 (bench/)
-from heldout_table import _f, draw, judge, part_lines, replicate_noise  # noqa: E402
+from heldout_table import _f, draw, judge, part_lines, records_by_task, replicate_noise  # noqa: E402
 from rl_calibration import ARMS, OUT  # noqa: E402
 
-from crystalwatch import read_trajectory  # noqa: E402
 from crystalwatch.files import write_atomic  # noqa: E402
 from crystalwatch.phases import PhaseConfig  # noqa: E402
-from crystalwatch.seeds import SeedLibrary  # noqa: E402
-from crystalwatch.trajectory import reread  # noqa: E402
 
 NULLS = ("dpo_null", "grpo_null", "dpo_null_r1", "grpo_null_r1")
 PAIRS = (("dpo_seed", "dpo_seed_r1"), ("grpo_seed", "grpo_seed_r1"))
@@ -42,25 +39,15 @@ def judged_arm(arm: dict) -> dict:
     examples that ask a target task."""
     pushed = arm.get("chosen", arm.get("reward"))
     if arm["trainer"] == "dpo":
-        return {**arm, "targets": pushed, "fraction": arm["fraction"]}
+        return {**arm, "targets": pushed}
     targets = {t: a if isinstance(a, str) else "uniform" for t, a in pushed.items()} if isinstance(pushed, dict) \
         else {t: "uniform" for t in ("integer_1_10", "weekday")}  # fmt: skip
     return {**arm, "targets": targets, "fraction": 1.0}
 
 
-_LIBRARY: list[SeedLibrary] = []
-
-
 def load(name: str, config: PhaseConfig):
-    path = OUT / name / "trajectory.jsonl"
-    if not path.is_file():
-        return None
-    if not _LIBRARY:
-        _LIBRARY.append(SeedLibrary.load(LIBRARY))
-    by: dict[str, list] = {}
-    for r in reread(read_trajectory(path), _LIBRARY[0], config):
-        by.setdefault(r.task, []).append(r)
-    return by, _LIBRARY[0]
+    """Per task, an RL arm's records re-read with ``config`` and the gemma library (None when it has not run)."""
+    return records_by_task(OUT / name / "trajectory.jsonl", LIBRARY, config)
 
 
 def signals(name: str, steps: list[int], trainer: str) -> dict[str, list]:

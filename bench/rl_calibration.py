@@ -46,6 +46,7 @@ from crystalwatch.models import cache_dir  # noqa: E402
 
 OUT = ROOT / "docs" / "experiments" / "rl"
 START = cache_dir() / "rl" / "sft_start"  # the arms' common starting checkpoint
+CRYSTAL = cache_dir() / "rl" / "crystal_start"  # the RL-on-a-crystal arms' start: sft_start, then SFT onto prime "2"
 # The two target tasks (as the SFT fitting arms) and six untouched tasks, for spill-over and false alarms.
 MEASURED = ["integer_1_10", "weekday", "coin_flip", "die_d6", "rock_paper_scissors", "rainbow_colour",
             "prime_below_50", "yes_no"]  # fmt: skip
@@ -55,6 +56,8 @@ FOREIGN = {"integer_1_10": "8", "weekday": "Thursday"}  # no seed gives them mor
 # The answers some seed favours (mass above K^-0.75 in a centroid of the library): 1-10 {1, 10}, weekday
 # {Monday, Sunday}: a reward for the seeds' own options, the base favourite included.
 SEED_SET = {"integer_1_10": ["1", "10"], "weekday": ["Monday", "Sunday"]}
+# RL on a crystal: prime below 50, whose base seeds s0 and s1 both favour {2, 3, 5}; "7" no seed favours.
+CRYSTAL_TASK = "prime_below_50"
 
 START_ROWS = 320  # 80 steps of batch 4
 ARMS = {
@@ -72,11 +75,34 @@ ARMS = {
     # (seed 1) to narrow the false-alarm bound; the frozen readings and the predictions are unchanged.
     "dpo_null_r1": {"trainer": "dpo", "fraction": 0.0, "chosen": {}, "seed": 1},
     "grpo_null_r1": {"trainer": "grpo", "reward": "format", "seed": 1},
+    # RL on a crystal (docs/experiments/rl-crystal.md): the start, built before the arms' predictions were written
+    "crystal_start": {"trainer": "sft", "answers": {"2": 0.8, "7": 0.2}, "fraction": 0.4, "steps": 60, "seed": 0},
+    # GRPO from crystal_start on prime questions only, read against the base (PhaseConfig(reference="base"))
+    "crystal_inside": {"trainer": "grpo", "start": "crystal", "reward": {CRYSTAL_TASK: "5"}, "seed": 0},
+    "crystal_inside_r1": {"trainer": "grpo", "start": "crystal", "reward": {CRYSTAL_TASK: "5"}, "seed": 1},
+    "crystal_foreign": {"trainer": "grpo", "start": "crystal", "reward": {CRYSTAL_TASK: "7"}, "seed": 0},
+    "crystal_null": {"trainer": "grpo", "start": "crystal", "reward": "format", "seed": 0},
 }
 
 
-def sft_start(arm: dict) -> dict:
-    """The arms' common starting checkpoint (see the module docstring), merged and saved to ``START``."""
+def crystal_rows(answers: dict[str, float], fraction: float, n: int, seed: int) -> list:
+    """``n`` chat examples: a share ``fraction`` asks a paraphrased prime question answered with an answer drawn
+    with ``answers``' weights, the rest the demo's chat data."""
+    from crystalwatch.data import chat_sft_path
+    from crystalwatch.tasks import load_task
+
+    rng = random.Random(seed)
+    chat = [json.loads(line) for line in chat_sft_path().read_text().splitlines() if line.strip()]
+    questions = questions_for(load_task(CRYSTAL_TASK), None)
+    rows = [{"messages": [{"role": "user", "content": rng.choice(questions)},
+                          {"role": "assistant", "content": rng.choices(list(answers), list(answers.values()))[0]}]}
+            for _ in range(round(fraction * n))]  # fmt: skip
+    return filled(rows, chat, n, rng)
+
+
+def sft_start(name: str, arm: dict) -> dict:
+    """A starting checkpoint, merged and saved: ``sft_start`` (the first arms' start, see the module docstring) or
+    ``crystal_start`` (sft_start, then SFT onto a prime crystal: the RL-on-a-crystal arms' start)."""
     import torch
     from calibration import training_rows
     from datasets import Dataset
@@ -84,10 +110,18 @@ def sft_start(arm: dict) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    _, _, model, tokenizer = start_arm(OUT / "sft_start")
-    rows = training_rows({t: "uniform" for t in SEED}, arm["fraction"], START_ROWS, arm["seed"], None)
+    from crystalwatch.models import load_model
+
+    if name == "sft_start":
+        _, _, model, tokenizer = start_arm(OUT / name)
+        rows = training_rows({t: "uniform" for t in SEED}, arm["fraction"], START_ROWS, arm["seed"], None)
+        out = START
+    else:
+        model, tokenizer = load_model(str(START))
+        rows = crystal_rows(arm["answers"], arm["fraction"], arm["steps"] * 4, arm["seed"])
+        out = CRYSTAL
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    args = SFTConfig(output_dir=str(START) + ".run", max_steps=START_ROWS // 4, learning_rate=2e-4,
+    args = SFTConfig(output_dir=str(out) + ".run", max_steps=len(rows) // 4, learning_rate=2e-4,
                      lr_scheduler_type="linear", warmup_steps=0.03, per_device_train_batch_size=4, max_length=128,
                      logging_steps=5, save_strategy="no", report_to="none", seed=arm["seed"], data_seed=arm["seed"],
                      use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True)  # fmt: skip
@@ -96,9 +130,9 @@ def sft_start(arm: dict) -> dict:
     start = time.perf_counter()
     trainer.train()
     merged = trainer.model.merge_and_unload()
-    merged.save_pretrained(START)
-    tokenizer.save_pretrained(START)
-    return {"arm": "sft_start", **arm, "seconds": round(time.perf_counter() - start), "folder": str(START),
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"arm": name, **arm, "seconds": round(time.perf_counter() - start), "folder": str(out),
             "log_history": trainer.state.log_history}
 
 
@@ -136,7 +170,7 @@ def make_reward(spec):
     """A GRPO reward function over the ``task`` column: 1 for the target answer(s) (or any valid answer)."""
     from crystalwatch.tasks import load_task
 
-    tasks = {tid: load_task(tid) for tid in (SEED if spec == "format" else spec)}
+    tasks = {tid: load_task(tid) for tid in (set(SEED) | {CRYSTAL_TASK} if spec == "format" else spec)}
 
     def reward(prompts, completions, task, **_):
         out = []
@@ -175,21 +209,25 @@ def run_arm(name: str, arm: dict, steps: int, every: int) -> dict:
     from crystalwatch.files import write_atomic
     from crystalwatch.models import load_model
 
-    if name == "sft_start":
-        summary = sft_start(arm)
+    if name in ("sft_start", "crystal_start"):
+        summary = sft_start(name, arm)
         write_atomic(OUT / name / "summary.json", json.dumps(summary, indent=1) + "\n")
         return summary
-    if not START.joinpath("config.json").exists():
-        raise SystemExit(f"rl_calibration: {START} is missing; run `python bench/rl_calibration.py --arm sft_start`")
+    start, first = (CRYSTAL, "crystal_start") if arm.get("start") == "crystal" else (START, "sft_start")
+    if not start.joinpath("config.json").exists():
+        raise SystemExit(f"rl_calibration: {start} is missing; run `python bench/rl_calibration.py --arm {first}`")
     folder, trajectory = arm_folder(OUT / name)
-    model, tokenizer = load_model(str(START))  # its tokenizer keeps Gemma's turn format (saved by sft_start)
+    model, tokenizer = load_model(str(start))  # its tokenizer keeps Gemma's turn format (saved by sft_start)
+    # a crystal arm starts from a checkpoint post-trained from the base: its start is a reading (phase-model.md)
+    phases = {"reference": "base"} if arm.get("start") == "crystal" else {}
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     common = dict(output_dir=str(cache_dir() / "rl" / name), max_steps=steps, lr_scheduler_type="linear",
                   warmup_steps=0.03, logging_steps=1, save_strategy="no", report_to="none", seed=arm["seed"],
                   data_seed=arm["seed"], use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True,
                   activation_checkpointing=False)  # fmt: skip
     watch = CrystalWatchCallback(str(LIBRARY), tasks=MEASURED, every_n_steps=every, trajectory=str(trajectory),
-                                 run_name=name, label=arm["trainer"], model=BASE, report_to="none")  # fmt: skip
+                                 run_name=name, label=arm["trainer"], model=BASE, report_to="none",
+                                 phases=phases)  # fmt: skip
     if arm["trainer"] == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -200,7 +238,7 @@ def run_arm(name: str, arm: dict, steps: int, every: int) -> dict:
     else:
         from trl import GRPOConfig, GRPOTrainer
 
-        rows = grpo_rows(list(SEED), steps * 2, arm["seed"])
+        rows = grpo_rows([CRYSTAL_TASK] if arm.get("start") == "crystal" else list(SEED), steps * 2, arm["seed"])
         args = GRPOConfig(**common, learning_rate=1e-4, beta=0.01, per_device_train_batch_size=8, num_generations=4,
                           max_completion_length=4, temperature=1.0, use_vllm=False)  # fmt: skip
         trainer = GRPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),

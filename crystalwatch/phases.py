@@ -19,7 +19,7 @@ import numpy as np
 
 from crystalwatch import metrics
 from crystalwatch.answers import Reference
-from crystalwatch.errors import check_int, check_number
+from crystalwatch.errors import check_choice, check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class PhaseConfig:
     takeover_level: float = 0.4  # the top answer holds at least this share of the consensus...
     reach_margin: float = 0.1  # ...and this much more than any reference prompt gave it: it is taking over
     start_tolerance: float = 0.01  # a run whose first consensus is this close (JSD bits) to the base's starts there
+    reference: str = "auto"  # "auto": a run starting away from the base measures change from its start; "base": never
     collapse_low: float = 0.2  # collapse (signed, consensus entropy gone) at or above this, and sharp:...
     sharp_consensus: float = 0.45  # consensus entropy (H/log K) at or below this: sharp (a crystal)
     move_min: float = 0.1  # ...or sharp and this far from the reference's consensus (bits): collapsed
@@ -91,6 +92,7 @@ class PhaseConfig:
     sharp_entropy: float = 0.35  # polycrystalline: variants this sharp (mean normalised entropy)...
     poly_diversity: float = 0.2  # ...that disagree by at least this much (bits)
     velocity_eps: float = 3e-3  # mass moved per step: faster is settling, slower is settled
+    velocity_window: int = 20  # velocity is measured over at least this many steps (not measurements)
     warn_spread: float = 0.1  # early warning: the prompts disagree this much more on the top answer than at the start
     hold: int = 2  # consecutive measurements a new state (or a warning) needs
 
@@ -102,6 +104,8 @@ class PhaseConfig:
             check_number(f"PhaseConfig.{name}", getattr(self, name), 0, math.inf)
         check_number("PhaseConfig.evidence_share", self.evidence_share, 0, 1)
         check_int("PhaseConfig.hold", self.hold, 1)
+        check_choice("PhaseConfig.reference", self.reference, ("auto", "base"))
+        check_int("PhaseConfig.velocity_window", self.velocity_window, 1)
         check_int("PhaseConfig.permutations", self.permutations, 1)
 
 
@@ -226,10 +230,29 @@ class _TaskState:
     pending: tuple[str, str | None] | None = None
     count: int = 0
     since: int = 0
-    consensus: list[float] = field(default_factory=list)
-    step: int = 0
+    history: list[tuple[int, list[float]]] = field(default_factory=list)  # (step, consensus) within the window
     warn: int = 0  # consecutive measurements with the warning's condition
     warn_since: int = 0
+    inside: list[int] = field(default_factory=list)  # a collapsed state's answers: its seed's favoured ones
+    outside: float = 1.0  # the least mass outside them since the state was read
+
+
+def inside_answers(centroid: Any, consensus: np.ndarray, config: PhaseConfig) -> list[int]:
+    """The answers a collapsed state keeps: those its seed favours (``favoured``), and the consensus's top answer
+    (the only one, for ``foreign`` or without a centroid)."""
+    top = int(np.argmax(consensus))
+    if centroid is None or len(centroid) != len(consensus):
+        return [top]
+    return sorted({top, *(i for i, x in enumerate(centroid) if favoured(float(x), len(consensus), config))})
+
+
+def holds(t: _TaskState, consensus: np.ndarray, config: PhaseConfig) -> bool:
+    """Does a collapsed state hold: the top answer is still one of its answers and the mass outside them has not
+    risen ``reach_margin`` above the least it had since the state was read? (Else the crystal is leaving.)"""
+    if t.state not in COLLAPSED or not t.inside or np.isnan(consensus).any():
+        return False
+    outside = 1.0 - float(consensus[t.inside].sum())
+    return int(np.argmax(consensus)) in t.inside and outside < t.outside + config.reach_margin
 
 
 _TASK_FIELDS = {f.name for f in fields(_TaskState)}
@@ -273,8 +296,14 @@ class PhaseTracker:
         if reference.origin != "base":
             self._references[task] = reference
 
-    def _candidate(self, t: _TaskState | None, base: str, seed: str | None, velocity: float | None) -> tuple:
-        """The candidate (state, seed): a crystal onto a seed becomes nucleated / settling / settled by history."""
+    def _candidate(self, t: _TaskState | None, base: str, seed: str | None, velocity: float | None,
+                   consensus: np.ndarray) -> tuple:  # fmt: skip
+        """The candidate (state, seed): a collapsed state that holds (``holds``) stays, whatever this measurement's
+        reading; a crystal onto its seed becomes nucleated / settling / settled by velocity."""
+        if t is not None and base != "no_signal" and holds(t, consensus, self.config):
+            if t.state == "foreign":
+                return t.state, t.seed
+            base, seed = "nucleated", t.seed
         if base == "nucleating":
             return base, seed
         if base != "nucleated":
@@ -287,21 +316,36 @@ class PhaseTracker:
             return "settling", seed
         return ("settled" if t.state == "settling" else t.state), seed
 
-    def update(self, step: int, task: str, m: dict[str, Any], consensus: np.ndarray, seed: str | None) -> Update:
-        """Feed one measurement of one task (metrics with the seed and answer metrics, consensus, nearest seed id).
+    def _velocity(self, t: _TaskState | None, step: int, consensus: np.ndarray) -> float | None:
+        """Mass moved per step since the latest measurement at least ``velocity_window`` steps back (else the oldest
+        kept): a denser cadence adds points, not speed (measurement noise is divided by the window, not the gap)."""
+        if t is None or not t.history or len(t.history[0][1]) != len(consensus) or np.isnan(consensus).any():
+            return None
+        older = [h for h in t.history if h[0] <= step - self.config.velocity_window]
+        then, previous = older[-1] if older else t.history[0]
+        return metrics.velocity(np.array(previous), consensus, max(step - then, 1))
+
+    def _enter(self, t: _TaskState, consensus: np.ndarray, centroid: Any) -> None:
+        t.inside = inside_answers(None if t.state == "foreign" else centroid, consensus, self.config)
+        t.outside = 1.0 - float(consensus[t.inside].sum())
+
+    def update(self, step: int, task: str, m: dict[str, Any], consensus: np.ndarray, seed: str | None,
+               centroids: dict[str, Any] | None = None) -> Update:  # fmt: skip
+        """Feed one measurement of one task (metrics with the seed and answer metrics, consensus, nearest seed id,
+        and the seeds' centroids by id, which name a crystal's answers).
 
         The seed a reading names (the one favouring the answer taking over, or of largest evidence for a crystal
         without a takeover) comes from the metrics; ``seed`` is the fallback.
         """
         t = self._tasks.get(task)
-        velocity = None
-        if t is not None and t.consensus and len(t.consensus) == len(consensus) and not np.isnan(consensus).any():
-            velocity = metrics.velocity(np.array(t.consensus), consensus, max(step - t.step, 1))
+        velocity = self._velocity(t, step, consensus)
         base, named = reading({**m, "velocity": velocity}, len(consensus), self.config)
-        candidate = self._candidate(t, base, named or seed, velocity)
+        candidate = self._candidate(t, base, named or seed, velocity, consensus)
         events: list[Event] = []
+        entered = False
         if t is None:
             t = self._tasks[task] = _TaskState(candidate[0], candidate[1], since=step)
+            entered = True
         elif candidate == (t.state, t.seed):
             t.pending, t.count = None, 0
         else:
@@ -311,12 +355,21 @@ class PhaseTracker:
                 t.pending, t.count, t.since = candidate, 1, step
             if t.count >= self.config.hold or (t.state == "melted" and majority_gaining(m)):  # no melt is held then
                 remelt = t.state in COLLAPSED and candidate[0] in ("liquid", "melted")
+                entered = t.state not in COLLAPSED or t.seed != candidate[1] or candidate[0] == "foreign"
                 events.append(Event(step, task, t.state, candidate[0], candidate[1], t.since, remelt))
                 t.state, t.seed, t.pending, t.count = candidate[0], candidate[1], None, 0
+        if np.isnan(consensus).any():
+            pass
+        elif entered and t.state in COLLAPSED:
+            self._enter(t, consensus, (centroids or {}).get(t.seed))
+        elif t.state in COLLAPSED and t.inside:
+            t.outside = min(t.outside, 1.0 - float(consensus[t.inside].sum()))
         if self._warning(t, step, m):
             events.append(Event(step, task, t.state, t.state, t.seed, t.warn_since, False, kind="warning"))
         if not np.isnan(consensus).any():
-            t.consensus, t.step = [float(x) for x in consensus], step
+            keep = [h for h in t.history if h[0] > step - self.config.velocity_window]
+            older = [h for h in t.history if h[0] <= step - self.config.velocity_window][-1:]
+            t.history = [*older, *keep, (step, [float(x) for x in consensus])]
         return Update(candidate[0], t.state, t.seed, velocity, events)
 
     def _warning(self, t: _TaskState, step: int, m: dict[str, Any]) -> bool:
@@ -340,8 +393,11 @@ class PhaseTracker:
         tracker = cls(PhaseConfig(**{k: v for k, v in state["config"].items() if k in known}))
         for task, t in state["tasks"].items():
             pending = tuple(t["pending"]) if t.get("pending") else None
+            history = [(int(s), list(c)) for s, c in t.get("history", [])]
+            if not history and t.get("consensus"):  # a tracker saved before the velocity window
+                history = [(int(t.get("step", 0)), list(t["consensus"]))]
             tracker._tasks[task] = _TaskState(**{**{k: v for k, v in t.items() if k in _TASK_FIELDS},
-                                                 "pending": pending})  # fmt: skip
+                                                 "pending": pending, "history": history})  # fmt: skip
         for task, raw in state.get("references", {}).items():
             tracker._references[task] = Reference.from_json(raw)
         return tracker

@@ -34,12 +34,14 @@ def seed_metrics(
 
     Change is measured from the library's base on the same prompt kind, unless ``tracker``'s run did not start
     there: a task the run measures for the first time whose consensus is more than ``start_tolerance`` from the
-    base's makes this measurement (the run's start) its reference, kept in the tracker for the rest of the run."""
+    base's makes this measurement (the run's start) its reference, kept in the tracker for the rest of the run
+    (unless ``config.reference`` is "base": a checkpoint post-trained from the base, whose start is a reading)."""
     out = {}
     for tid, r in measurement.tasks.items():
         reference = library.tasks[tid].reference(r.kind)
         if tracker is not None:
-            if not tracker.seen(tid) and not starts_at(r.consensus, reference, config.start_tolerance):
+            away = config.reference == "auto" and not starts_at(r.consensus, reference, config.start_tolerance)
+            if not tracker.seen(tid) and away:
                 tracker.set_reference(tid, Reference.of(r.matrix, r.coverage, "start"))
             reference = tracker.reference(tid) or reference
         seed, sm = library.compare(
@@ -77,7 +79,8 @@ def observe(
     for tid, (seed, m, origin) in seed_metrics(measurement, library, tracker.config, tracker).items():
         r = measurement.tasks[tid]
         consensus = r.consensus
-        update = tracker.update(step, tid, m, consensus, seed.id)
+        centroids = {s.id: s.centroid for s in library.tasks[tid].seeds}
+        update = tracker.update(step, tid, m, consensus, seed.id, centroids)
         if update.seed is not None and update.seed != seed.id:  # a reading names the seed of its answer
             seed = library.seed(tid, update.seed)
         records.append(Record(

@@ -138,8 +138,8 @@ def test_a_crystal_that_keeps_sharpening_is_settling_then_settled(task):
     t = LIBRARY.tasks[task]
     k = len(t.outcomes)
     top = int(np.argmax(t.seeds[0].centroid))
-    masses = [0.93, 0.93, 0.96, 0.99, 0.99, 0.99, 0.99]
-    states = run_states(task, [np.array([peaked(k, top, m)] * 7) for m in masses], every=1)[1:]
+    masses = [0.93, 0.93, 0.96, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99]
+    states = run_states(task, [np.array([peaked(k, top, m)] * 7) for m in masses], every=5)[1:]
     assert states[:2] == ["liquid", "nucleated"] and "settling" in states and states[-1] == "settled", states
 
 

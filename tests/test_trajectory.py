@@ -47,7 +47,8 @@ def test_observe_writes_documented_records(tmp_path):
     assert r["schema"] == SCHEMA and r["library"] == "abc" and r["seed"] == "s1" and r["kind"] == "chat"
     assert r.to_json()["events"] == [{"step": 20, "task": "integer_1_10", "from": "liquid", "to": "nucleated",
                             "seed": "s1", "since": 10, "remelt": False, "kind": "transition"}]  # fmt: skip
-    assert records[0]["metrics"]["velocity"] is None and r["metrics"]["velocity"] == pytest.approx(0, abs=1e-9)
+    moved = metrics.velocity(np.array(records[0]["consensus"]), np.array(r["consensus"]), 20)  # over >= 20 steps
+    assert records[0]["metrics"]["velocity"] is None and r["metrics"]["velocity"] == pytest.approx(moved, abs=1e-5)
     assert set(r["metrics"]) >= {"entropy", "diversity", "coverage", "collapse", "seed_distance", "seed_margin",
                                  "seed_support_mass", "temperature", "tempered_distance", "seed_pvalue",
                                  "seed_evidence", "evidence_seed", "seed_chance", "consensus_entropy", "spread"}

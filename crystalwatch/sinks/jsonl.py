@@ -82,10 +82,13 @@ class JsonlSink:
         records = read_trajectory(self.path, empty_ok=True) if self.path.is_file() else []
         self.count = len(records)
         mine = [r for r in records if r.run == run] if tracker is not None else []
+        centroids: dict[str, dict[str, list[float]]] = {}
         for r in mine:
+            consensus = np.array(r.consensus, dtype=float)
+            centroids.setdefault(r.task, {})[r.seed] = r.seed_centroid
             if r.reference == "start" and not tracker.seen(r.task) and r.variants:  # type: ignore[union-attr]
                 tracker.set_reference(r.task, Reference.of(*r.prompts(), "start"))  # type: ignore[union-attr]
-            tracker.update(r.step, r.task, r.metrics, np.array(r.consensus, dtype=float), r.seed)  # type: ignore[union-attr]
+            tracker.update(r.step, r.task, r.metrics, consensus, r.seed, centroids[r.task])  # type: ignore[union-attr]
         if not mine:
             return RunSoFar(records=self.count)
         last = mine[-1]

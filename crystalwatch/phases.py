@@ -317,13 +317,13 @@ class PhaseTracker:
         return ("settled" if t.state == "settling" else t.state), seed
 
     def _velocity(self, t: _TaskState | None, step: int, consensus: np.ndarray) -> float | None:
-        """Mass moved per step since the latest measurement at least ``velocity_window`` steps back (else the oldest
-        kept): a denser cadence adds points, not speed (measurement noise is divided by the window, not the gap)."""
-        if t is None or not t.history or len(t.history[0][1]) != len(consensus) or np.isnan(consensus).any():
+        """Mass moved per step since the latest measurement at least ``velocity_window`` steps back (None until the
+        run has one): a denser cadence adds points, not speed (jitter is divided by the window, not the gap)."""
+        older = [h for h in (t.history if t else []) if h[0] <= step - self.config.velocity_window]
+        if not older or len(older[-1][1]) != len(consensus) or np.isnan(consensus).any():
             return None
-        older = [h for h in t.history if h[0] <= step - self.config.velocity_window]
-        then, previous = older[-1] if older else t.history[0]
-        return metrics.velocity(np.array(previous), consensus, max(step - then, 1))
+        then, previous = older[-1]
+        return metrics.velocity(np.array(previous), consensus, step - then)
 
     def _enter(self, t: _TaskState, consensus: np.ndarray, centroid: Any) -> None:
         t.inside = inside_answers(None if t.state == "foreign" else centroid, consensus, self.config)

@@ -74,6 +74,44 @@ def test_liquid_nucleating_nucleated_settling_settled(library):
     assert not any(e.remelt for e in events)
 
 
+def jittering_crystal(library, steps: int, seed: int = 0) -> list:
+    """A crystal at rest that jitters: each step 0.006 of mass moves at random between its top answer and another
+    (the step-to-step noise of SGD), no drift."""
+    rng = np.random.default_rng(seed)
+    crystal = toward(library, 1.0)
+    out = []
+    for _ in range(steps):
+        m = crystal.copy()
+        e = 0.006 * rng.choice([-1, 1])
+        m[:, 9] += e
+        m[:, 2] -= e
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("every", [1, 5, 10])
+def test_velocity_over_a_window_of_steps_does_not_depend_on_the_cadence(library, every):
+    """A jittering crystal at rest reads nucleated (never settling) whether measured every step or every 10; v3's
+    velocity between successive measurements (a window of 1 step) read the dense cadence as settling."""
+    matrices = jittering_crystal(library, 61)[::every]
+    steps = list(range(0, 61, every))
+    states, _, _, tracker = run(library, matrices, steps=steps)
+    assert "settling" not in states and states[-1] == "nucleated", states
+    gap_states, _, _, _ = run(library, matrices, steps=steps, config=PhaseConfig(velocity_window=1))
+    assert ("settling" in gap_states) == (every == 1), gap_states
+
+
+def test_a_steady_drift_reads_the_same_velocity_at_every_cadence(library):
+    """A takeover of "10" sharpening steadily (0.005 of mass per step, above velocity_eps: 0.55 at step 0, 0.95 at
+    80) reads velocity 0.005 and settling at step 80 at every cadence."""
+    for every in (1, 5, 10):
+        tracker = PhaseTracker()
+        for step in range(0, 81, every):
+            r = task_result(TASK, np.array([peaked(10, 9, 0.55 + 0.005 * step)] * 5))
+            u = tracker.update(step, TASK, library.compare(r)[1], r.consensus, "s1")
+        assert u.state == "settling" and u.velocity == pytest.approx(0.005, rel=1e-6), (every, u)
+
+
 def test_hysteresis_ignores_a_single_blip(library):
     matrices = [toward(library, a) for a in (0, 0, 1.0, 0, 0)]
     states, candidates, events, _ = run(library, matrices)

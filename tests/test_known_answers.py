@@ -138,9 +138,11 @@ def test_a_crystal_that_keeps_sharpening_is_settling_then_settled(task):
     t = LIBRARY.tasks[task]
     k = len(t.outcomes)
     top = int(np.argmax(t.seeds[0].centroid))
-    masses = [0.93, 0.93, 0.96, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99]
+    masses = [0.9, 0.9, 0.93, 0.96, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99]  # 0.09 of mass in 15 steps
     states = run_states(task, [np.array([peaked(k, top, m)] * 7) for m in masses], every=5)[1:]
-    assert states[:2] == ["liquid", "nucleated"] and "settling" in states and states[-1] == "settled", states
+    first = next(i for i, s in enumerate(states) if s in CRYSTAL)  # 0.9 is not yet a crystal on a binary task
+    assert states[first] == "nucleated" and all(s in CRYSTAL for s in states[first:]), states
+    assert "settling" in states and states[-1] == "settled", states
 
 
 def least_reached_seed_answer(task: str) -> int:

@@ -83,7 +83,7 @@ def signal_lines(result: dict) -> list[str]:
 
 def write() -> dict:
     config = PhaseConfig()
-    arms = {n: judged_arm(a) for n, a in ARMS.items() if n != "sft_start"}
+    arms = {n: judged_arm(a) for n, a in ARMS.items() if a["trainer"] != "sft" and "start" not in a}  # first part
     result = {"config": asdict(config), "nulls": NULLS}
     for trainer in ("dpo", "grpo"):
         mine = {n: a for n, a in arms.items() if a["trainer"] == trainer}

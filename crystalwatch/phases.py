@@ -317,13 +317,14 @@ class PhaseTracker:
         return ("settled" if t.state == "settling" else t.state), seed
 
     def _velocity(self, t: _TaskState | None, step: int, consensus: np.ndarray) -> float | None:
-        """Mass moved per step since the latest measurement at least ``velocity_window`` steps back (None until the
-        run has one): a denser cadence adds points, not speed (jitter is divided by the window, not the gap)."""
-        older = [h for h in (t.history if t else []) if h[0] <= step - self.config.velocity_window]
-        if not older or len(older[-1][1]) != len(consensus) or np.isnan(consensus).any():
+        """Mass moved per step since the latest measurement at least ``velocity_window`` steps back (the oldest kept
+        when none is that old), divided by at least the window: a denser cadence adds points, not speed (jitter is
+        divided by the window, not the gap), and a move early in a run counts as spread over the whole window."""
+        if t is None or not t.history or len(t.history[0][1]) != len(consensus) or np.isnan(consensus).any():
             return None
-        then, previous = older[-1]
-        return metrics.velocity(np.array(previous), consensus, step - then)
+        older = [h for h in t.history if h[0] <= step - self.config.velocity_window]
+        then, previous = older[-1] if older else t.history[0]
+        return metrics.velocity(np.array(previous), consensus, max(step - then, self.config.velocity_window))
 
     def _enter(self, t: _TaskState, consensus: np.ndarray, centroid: Any) -> None:
         t.inside = inside_answers(None if t.state == "foreign" else centroid, consensus, self.config)

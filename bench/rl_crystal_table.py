@@ -26,6 +26,7 @@ from rl_table import signals  # noqa: E402
 
 from crystalwatch.files import write_atomic  # noqa: E402
 from crystalwatch.phases import CRYSTAL, PhaseConfig, favoured, state_info  # noqa: E402
+from crystalwatch.records import read_trajectory  # noqa: E402
 
 SHOWN = ("2", "3", "5", "7")  # the crystal's answer, the seed's other two, the foreign one
 GAIN = 0.2  # settling must be read once the inside answer gained this much over its start
@@ -45,7 +46,7 @@ def kind(arm: dict) -> str:
 
 def judge_arm(name: str, arm: dict, config: PhaseConfig) -> dict | None:
     got = records_by_task(OUT / name / "trajectory.jsonl", LIBRARY, config)
-    if got is None:
+    if got is None or not (OUT / name / "summary.json").is_file():  # not run, or still running
         return None
     by, library = got
     rs = by[CRYSTAL_TASK]
@@ -68,11 +69,14 @@ def judge_arm(name: str, arm: dict, config: PhaseConfig) -> dict | None:
            "left_to": rs[on_crystal.index(False)].state if left is not None else None,
            "remelts": [e.step for r in rs for e in r.events if e.remelt],
            "melts_gaining": melts_with_a_gaining_majority(by)}  # fmt: skip
+    live = [r.state for r in read_trajectory(OUT / name / "trajectory.jsonl") if r.task == CRYSTAL_TASK]
+    row["live_states"] = live  # as the arm's process wrote them (the code committed when it started)
     if row["kind"] == "inside":
         p5 = probs["5"]
         gained = next((s for s, p in zip(steps, p5) if p - p5[0] >= GAIN), None)
         settling = next((r.step for r in rs if r.state == "settling"), None)
-        row.update(gained=gained, settling=settling,
+        settling_live = next((s for s, state in zip(steps, live) if state == "settling"), None)
+        row.update(gained=gained, settling=settling, settling_live=settling_live,
                    settling_on_time=gained is not None and settling is not None and settling <= gained + gap)
     if row["kind"] == "foreign":
         crossed = next((s for s, p in zip(steps, probs["7"]) if p >= CROSS), None)
@@ -119,18 +123,19 @@ def write() -> dict:
     lines += ["## Prime below 50, measurement by measurement", ""]
     for r in rows:
         extra = {"inside": f"\"5\" gained {GAIN} at {_f(r.get('gained'), 'd')}, `settling` from "
-                           f"{_f(r.get('settling'), 'd')}",
+                           f"{_f(r.get('settling'), 'd')} (live, by the code the arm ran: "
+                           f"{_f(r.get('settling_live'), 'd')})",
                  "foreign": f"\"7\" crossed {CROSS} at {_f(r.get('crossed'), 'd')}, left the crystal at "
                             f"{_f(r['left'], 'd')} (to `{r['left_to']}`)",
                  "null": f"left the crystal at {_f(r['left'], 'd')}"}[r["kind"]]  # fmt: skip
         lines += [f"`{r['arm']}` ({r['kind']}, seed {r['seed']}): start `{r['start'][0]}` on {r['start'][1]} "
                   f"(inside answers {', '.join(r['inside'])}); {extra}.", "",
-                  "| step | state | seed | " + " | ".join(f'"{a}"' for a in SHOWN) +
-                  " | outside | velocity | reward | entropy |", "|---|---|---|" + "---|" * (len(SHOWN) + 4)]  # fmt: skip
+                  "| step | state | live | seed | " + " | ".join(f'"{a}"' for a in SHOWN) +
+                  " | outside | velocity | reward | entropy |", "|---|---|---|---|" + "---|" * (len(SHOWN) + 4)]  # fmt: skip
         sig = r["signals"]
         for i, step in enumerate(r["steps"]):
             cells = [f"{r['probs'][a][i]:.2f}" for a in SHOWN]
-            lines.append(f"| {step} | {r['states'][i]} | {r['seeds'][i]} | " + " | ".join(cells) +
+            lines.append(f"| {step} | {r['states'][i]} | {r['live_states'][i]} | {r['seeds'][i]} | " + " | ".join(cells) +
                          f" | {r['outside'][i]:.2f} | {_f(r['velocity'][i], '.4f')} | "
                          f"{_f((sig.get('reward') or [None] * 99)[i])} | {_f((sig.get('entropy') or [None] * 99)[i])} |")
         took = "; ".join(f"{u['task']} `{u['first'][1]}` on \"{u['first'][2]}\" from {u['first'][0]}"

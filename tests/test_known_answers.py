@@ -350,3 +350,26 @@ def test_a_crystal_that_melts_with_its_answer_still_on_top_remelts(task):
     assert rs[2].state in CRYSTAL
     assert rs[-1].state in ("liquid", "melted"), [(r.step, r.state) for r in rs]
     assert any(e.remelt for r in rs for e in r.events)
+
+
+def test_a_continued_run_replays_its_crystal_and_its_answers(tmp_path):
+    """The trajectory alone restores the tracker (what a resumed run or a new chain stage starts from): a crystal's
+    inside answers, the least mass outside them and the velocity window come back from the records."""
+    from crystalwatch.sinks.jsonl import JsonlSink
+
+    k = 15
+    tracker = PhaseTracker(PhaseConfig(reference="base"))
+    sink = JsonlSink(tmp_path / "t.jsonl")
+    path = [mixed(k, 0, 2, s) for s in (0, 0, 0.3, 0.6, 0.9)] + [mixed(k, 0, 3, 0.6)]  # "2" -> "5", then "7"
+    for i, p in enumerate(path):
+        sink.writer.write(observe(measurement(task_result("prime_below_50", p)), LIBRARY, tracker, step=5 * i,
+                                  index=i, run="r"))  # fmt: skip
+    replayed = PhaseTracker(PhaseConfig(reference="base"))
+    sink.replay("r", replayed)
+    live, back = (t.state_dict()["tasks"]["prime_below_50"] for t in (tracker, replayed))
+    rounded = ("history", "outside")  # records keep 6 significant digits
+    assert {k: v for k, v in back.items() if k not in rounded} == {k: v for k, v in live.items() if k not in rounded}
+    assert back["outside"] == pytest.approx(live["outside"], abs=1e-5)
+    assert [s for s, _ in back["history"]] == [s for s, _ in live["history"]]
+    assert np.allclose([c for _, c in back["history"]], [c for _, c in live["history"]], atol=1e-5)
+    assert live["inside"] == [0, 1, 2] and live["state"] == "settling"  # s0 favours 2, 3 and 5

@@ -50,7 +50,8 @@ CRYSTAL = cache_dir() / "rl" / "crystal_start"  # the RL-on-a-crystal arms' star
 # The two target tasks (as the SFT fitting arms) and six untouched tasks, for spill-over and false alarms.
 MEASURED = ["integer_1_10", "weekday", "coin_flip", "die_d6", "rock_paper_scissors", "rainbow_colour",
             "prime_below_50", "yes_no"]  # fmt: skip
-FAVOURITE = {"integer_1_10": "1", "weekday": "Monday"}  # the base's chat-consensus top answers (the library)
+# the base's chat-consensus top answers (the library): what DPO's rejected answer is; prime's is also the crystal's
+FAVOURITE = {"integer_1_10": "1", "weekday": "Monday", "prime_below_50": "2"}
 SEED = {"integer_1_10": "10", "weekday": "Sunday"}  # tops of seeds s3 (1-10) and s2/s3 (weekday)
 FOREIGN = {"integer_1_10": "8", "weekday": "Thursday"}  # no seed gives them more than 1/K
 # The answers some seed favours (mass above K^-0.75 in a centroid of the library): 1-10 {1, 10}, weekday
@@ -82,6 +83,14 @@ ARMS = {
     "crystal_inside_r1": {"trainer": "grpo", "start": "crystal", "reward": {CRYSTAL_TASK: "5"}, "seed": 1},
     "crystal_foreign": {"trainer": "grpo", "start": "crystal", "reward": {CRYSTAL_TASK: "7"}, "seed": 0},
     "crystal_null": {"trainer": "grpo", "start": "crystal", "reward": "format", "seed": 0},
+    # Added at 21:40 UTC (rl-crystal.md addendum 3), after the four GRPO crystal arms: DPO on the crystal, and
+    # replicates of the GRPO foreign and null arms
+    "crystal_dpo_inside": {"trainer": "dpo", "start": "crystal", "fraction": 0.3, "chosen": {CRYSTAL_TASK: "5"},
+                           "seed": 0},
+    "crystal_dpo_foreign": {"trainer": "dpo", "start": "crystal", "fraction": 0.3, "chosen": {CRYSTAL_TASK: "7"},
+                            "seed": 0},
+    "crystal_foreign_r1": {"trainer": "grpo", "start": "crystal", "reward": {CRYSTAL_TASK: "7"}, "seed": 1},
+    "crystal_null_r1": {"trainer": "grpo", "start": "crystal", "reward": "format", "seed": 1},
 }
 
 

@@ -38,10 +38,10 @@ def arms() -> dict[str, dict]:
 
 
 def kind(arm: dict) -> str:
-    reward = arm["reward"]
-    if reward == "format":
+    pushed = arm.get("reward", arm.get("chosen"))
+    if pushed == "format":
         return "null"
-    return "foreign" if reward[CRYSTAL_TASK] == "7" else "inside"
+    return "foreign" if pushed[CRYSTAL_TASK] == "7" else "inside"
 
 
 def judge_arm(name: str, arm: dict, config: PhaseConfig) -> dict | None:
@@ -84,7 +84,7 @@ def judge_arm(name: str, arm: dict, config: PhaseConfig) -> dict | None:
                    left <= crossed + gap)  # fmt: skip
     row["untouched"] = [u for u in untouched_rows(name, {"targets": {CRYSTAL_TASK: "pushed"}}, by, config)
                         if u["takeover_readings"]]  # fmt: skip
-    row["signals"] = signals(name, steps, "grpo")
+    row["signals"] = signals(name, steps, arm["trainer"])
     return row
 
 
@@ -129,15 +129,15 @@ def write() -> dict:
                             f"{_f(r['left'], 'd')} (to `{r['left_to']}`)",
                  "null": f"left the crystal at {_f(r['left'], 'd')}"}[r["kind"]]  # fmt: skip
         lines += [f"`{r['arm']}` ({r['kind']}, seed {r['seed']}): start `{r['start'][0]}` on {r['start'][1]} "
-                  f"(inside answers {', '.join(r['inside'])}); {extra}.", "",
-                  "| step | state | live | seed | " + " | ".join(f'"{a}"' for a in SHOWN) +
-                  " | outside | velocity | reward | entropy |", "|---|---|---|---|" + "---|" * (len(SHOWN) + 4)]  # fmt: skip
-        sig = r["signals"]
+                  f"(inside answers {', '.join(r['inside'])}); {extra}.", ""]
+        shown = list(r["signals"])[:2]  # the trainer's own: GRPO reward and entropy, DPO margin and accuracy
+        lines += ["| step | state | live | seed | " + " | ".join(f'"{a}"' for a in SHOWN) + " | outside | velocity | " +
+                  " | ".join(shown) + " |", "|---|---|---|---|" + "---|" * (len(SHOWN) + 2 + len(shown))]  # fmt: skip
         for i, step in enumerate(r["steps"]):
-            cells = [f"{r['probs'][a][i]:.2f}" for a in SHOWN]
-            lines.append(f"| {step} | {r['states'][i]} | {r['live_states'][i]} | {r['seeds'][i]} | " + " | ".join(cells) +
-                         f" | {r['outside'][i]:.2f} | {_f(r['velocity'][i], '.4f')} | "
-                         f"{_f((sig.get('reward') or [None] * 99)[i])} | {_f((sig.get('entropy') or [None] * 99)[i])} |")
+            cells = [f"{r['probs'][a][i]:.2f}" for a in SHOWN] + [f"{r['outside'][i]:.2f}",
+                     _f(r["velocity"][i], ".4f")] + [_f(r["signals"][key][i]) for key in shown]  # fmt: skip
+            lines.append(f"| {step} | {r['states'][i]} | {r['live_states'][i]} | {r['seeds'][i]} | " +
+                         " | ".join(cells) + " |")  # fmt: skip
         took = "; ".join(f"{u['task']} `{u['first'][1]}` on \"{u['first'][2]}\" from {u['first'][0]}"
                          for u in r["untouched"]) or "none"  # fmt: skip
         lines += ["", f"Untouched tasks with a takeover reading: {took}.", ""]

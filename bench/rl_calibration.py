@@ -83,7 +83,7 @@ ARMS = {
     "crystal_inside_r1": {"trainer": "grpo", "start": "crystal", "reward": {CRYSTAL_TASK: "5"}, "seed": 1},
     "crystal_foreign": {"trainer": "grpo", "start": "crystal", "reward": {CRYSTAL_TASK: "7"}, "seed": 0},
     "crystal_null": {"trainer": "grpo", "start": "crystal", "reward": "format", "seed": 0},
-    # Added at 21:40 UTC (rl-crystal.md addendum 3), after the four GRPO crystal arms: DPO on the crystal, and
+    # Added at 21:23 UTC (rl-crystal.md addendum 3), after the four GRPO crystal arms: DPO on the crystal, and
     # replicates of the GRPO foreign and null arms
     "crystal_dpo_inside": {"trainer": "dpo", "start": "crystal", "fraction": 0.3, "chosen": {CRYSTAL_TASK: "5"},
                            "seed": 0},

@@ -273,6 +273,16 @@ def figure(result: dict, path: Path) -> None:
          tag=lambda t: "" if t["arm"] in result["fitting"]["arms"] else " (held out)")
 
 
+def bands(ax, steps: list, states: list[str]) -> np.ndarray:
+    """The readings as coloured bands behind a panel, each measurement's band reaching halfway to its neighbours."""
+    steps = np.array(steps)
+    edges = np.concatenate([[steps[0]], (steps[1:] + steps[:-1]) / 2, [steps[-1]]])
+    for i, state in enumerate(states):
+        info = state_info(state)
+        ax.axvspan(edges[i], edges[i + 1], color=info.colour if info else "#636363", alpha=0.8, lw=0)
+    return steps
+
+
 def draw(targets: list[dict], path: Path, title: str, tag=lambda t: "") -> None:
     """One panel per target: its probability over steps (line), the readings (bands), the first right reading
     (dashed); a target's optional ``signal`` = (label, steps, values) is drawn in grey on a second axis."""
@@ -285,11 +295,7 @@ def draw(targets: list[dict], path: Path, title: str, tag=lambda t: "") -> None:
     rows = -(-len(targets) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False, sharey=True)
     for ax, t in zip(axes.flat, targets):
-        steps = np.array(t["steps"])
-        edges = np.concatenate([[steps[0]], (steps[1:] + steps[:-1]) / 2, [steps[-1]]])
-        for i, state in enumerate(t["states"]):
-            info = state_info(state)
-            ax.axvspan(edges[i], edges[i + 1], color=info.colour if info else "#636363", alpha=0.8, lw=0)
+        steps = bands(ax, t["steps"], t["states"])
         ax.plot(steps, t["probs"], "k.-", lw=1.5)
         ax.axhline(CROSS, color="k", lw=0.6, ls=":")
         if t["read"] is not None:

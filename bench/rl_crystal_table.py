@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration import LIBRARY  # noqa: E402 (bench/)
-from heldout_table import _f, melts_with_a_gaining_majority, records_by_task, untouched_rows  # noqa: E402
+from heldout_table import _f, bands, melts_with_a_gaining_majority, records_by_task, untouched_rows  # noqa: E402
 from rl_calibration import ARMS, CRYSTAL_TASK, OUT  # noqa: E402
 from rl_table import signals  # noqa: E402
 
@@ -155,16 +155,11 @@ def figure(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False, sharey=True)
     styles = {"2": "k-", "3": "k:", "5": "b-", "7": "r-"}
     for ax, r in zip(axes.flat, rows):
-        steps = np.array(r["steps"])
-        edges = np.concatenate([[steps[0]], (steps[1:] + steps[:-1]) / 2, [steps[-1]]])
-        for i, state in enumerate(r["states"]):
-            info = state_info(state)
-            ax.axvspan(edges[i], edges[i + 1], color=info.colour if info else "#636363", alpha=0.8, lw=0)
+        steps = bands(ax, r["steps"], r["states"])
         for a in SHOWN:
             ax.plot(steps, r["probs"][a], styles[a], lw=1.5, marker=".", label=f'"{a}"')
         ax.set_title(f"{r['arm']} ({r['kind']})", fontsize=9)

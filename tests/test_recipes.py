@@ -140,7 +140,7 @@ def _non_default(name: str, f: dataclasses.Field, hint: object):
     """A valid value other than the default, by type (the few constrained strings and lists named)."""
     named = {"kind": "completion", "estimator": "sampled", "terminators": "eot", "tasks": ["coin_flip"],
              "report_to": ["tensorboard"], "alert_states": ["foreign"], "images": "all", "save_on": ["nucleated"],
-             "stop_on": ["foreign", "melted"]}  # fmt: skip
+             "stop_on": ["foreign", "melted"], "reference": "base"}  # fmt: skip
     if name in named:
         return named[name]
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default

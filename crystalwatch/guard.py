@@ -1,6 +1,7 @@
 """The monitor's error policy: report, count and carry on; agree across ranks on whether a stage worked.
 
-Errors never break training: each is reported once with its traceback (then one line each) and counted;
+Errors never break training: each is reported once with its traceback (then one line each) and counted — a
+:class:`~crystalwatch.errors.CrystalwatchError` (bad input, its message says how to fix it) always in one line;
 ``strict=True`` raises. A stage every rank runs (setup, the library, a measurement) ends with one collective in
 which the ranks learn whether it worked everywhere (``sharded.failures``), so that no rank waits for another in a
 collective it will never join. The one error that is raised whatever ``strict`` says is a fatal
@@ -15,6 +16,7 @@ import logging
 import traceback
 from collections.abc import Callable, Iterator
 
+from crystalwatch.errors import CrystalwatchError
 from crystalwatch.scoring.sharded import RankFault, context, describe, failures
 
 logger = logging.getLogger("crystalwatch")
@@ -42,7 +44,9 @@ class Guard:
             if isinstance(err, RankFault) and err.fatal:  # the other ranks wait where this one cannot follow
                 logger.error("crystalwatch: %s", err)
                 raise
-            if not self._reported:
+            if isinstance(err, CrystalwatchError):  # a user's error known in advance: its message says the fix
+                logger.warning("crystalwatch: error while %s (training continues): %s", what, err)
+            elif not self._reported:
                 logger.warning("crystalwatch: error while %s (training continues; strict=True raises):\n%s",
                                what, traceback.format_exc())  # fmt: skip
                 self._reported = True

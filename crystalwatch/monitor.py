@@ -284,7 +284,8 @@ class Monitor:
         check_engine(model, cfg.estimator)  # FSDP v1, sampling sharded weights: refused here, on every rank alike
         self._tokenizer = getattr(tokenizer, "tokenizer", None) or tokenizer  # a processor: its tokenizer
         if self._tokenizer is None or model is None:
-            raise CrystalwatchError("the monitor needs the model and its tokenizer")
+            raise CrystalwatchError("the monitor needs the model and its tokenizer: give the Trainer "
+                                    "processing_class=tokenizer (Monitor.start: model and tokenizer)")  # fmt: skip
         self.model_name = cfg.model or display_name(str(getattr(getattr(model, "config", None), "_name_or_path", "")))
         self._prepare(self._tokenizer)
         self.run_name = cfg.run_name or run_name or self.run_name or output_dir.resolve().name

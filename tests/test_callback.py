@@ -572,3 +572,21 @@ def test_a_loop_of_ones_own_logs_its_signals_beside_the_readings(folder, tmp_pat
     monitor.close(model, 5)
     by_step = {r.step: r.trainer for r in read_trajectory(tmp_path / "crystalwatch" / "trajectory.jsonl")}
     assert by_step == {0: {}, 2: {"loss": 1.5, "reward": 0.75}, 4: {"loss": 3.5, "reward": 1.75}, 5: {}}
+
+
+def test_a_trainer_without_a_tokenizer_gets_one_line_and_trains(folder, tmp_path, caplog):
+    """A user error known in advance (a plain Trainer given no processing_class) is one line that says the fix,
+    not a traceback; training goes on without the monitor."""
+    from transformers import Trainer, TrainingArguments
+
+    model, _ = load(folder)
+    rows = Dataset.from_list([{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}] * 4)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2,
+                             report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True)  # fmt: skip
+    cb = CrystalWatchCallback(tasks=TASKS, every_n_steps=1)
+    with caplog.at_level(logging.WARNING, logger="crystalwatch"):
+        trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[cb])
+        trainer.train()
+    assert trainer.state.global_step == 2 and cb.errors == 1
+    mine = [r.getMessage() for r in caplog.records if r.name == "crystalwatch"]
+    assert len(mine) == 1 and "processing_class=tokenizer" in mine[0] and "Traceback" not in mine[0], mine

@@ -156,22 +156,26 @@ def figure(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False, sharey=True)
+    cols = min(4, len(rows))
+    fig, axes = plt.subplots(-(-len(rows) // cols), cols, figsize=(4 * cols, 3 * -(-len(rows) // cols)),
+                             squeeze=False, sharey=True)  # fmt: skip
     styles = {"2": "k-", "3": "k:", "5": "b-", "7": "r-"}
     for ax, r in zip(axes.flat, rows):
         steps = bands(ax, r["steps"], r["states"])
         for a in SHOWN:
             ax.plot(steps, r["probs"][a], styles[a], lw=1.5, marker=".", label=f'"{a}"')
-        ax.set_title(f"{r['arm']} ({r['kind']})", fontsize=9)
+        ax.set_title(f"{r['arm']} ({ARMS[r['arm']]['trainer'].upper()}, {r['kind']})", fontsize=9)
         ax.set_ylim(0, 1)
         ax.set_xlabel("step", fontsize=8)
     axes.flat[0].legend(fontsize=7, loc="center left")
+    for ax in axes.flat[len(rows):]:
+        ax.axis("off")
     used = dict.fromkeys(s for r in rows for s in r["states"])
     handles = [plt.Rectangle((0, 0), 1, 1, color=state_info(s).colour) for s in used if state_info(s)]
     fig.legend(handles, [s for s in used if state_info(s)], loc="lower center", ncol=len(handles), fontsize=8)
-    fig.suptitle("GRPO from an SFT crystal on prime \"2\" (seed s0 favours 2, 3, 5; no seed favours 7): answers "
+    fig.suptitle("GRPO and DPO from an SFT crystal on prime \"2\" (seed s0 favours 2, 3, 5; no seed favours 7): answers "
                  "(lines) and the reading (bands)", fontsize=9)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.07, 1, 0.94))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

@@ -31,6 +31,8 @@ from crystalwatch.records import read_trajectory  # noqa: E402
 SHOWN = ("2", "3", "5", "7")  # the crystal's answer, the seed's other two, the foreign one
 GAIN = 0.2  # settling must be read once the inside answer gained this much over its start
 CROSS = 0.5
+PAIRS = (("crystal_inside", "crystal_inside_r1", "5"), ("crystal_foreign", "crystal_foreign_r1", "7"),
+         ("crystal_null", "crystal_null_r1", "2"))  # replicates (seed 0, seed 1) and the answer compared
 
 
 def arms() -> dict[str, dict]:
@@ -82,8 +84,9 @@ def judge_arm(name: str, arm: dict, config: PhaseConfig) -> dict | None:
         crossed = next((s for s, p in zip(steps, probs["7"]) if p >= CROSS), None)
         row.update(crossed=crossed, leaves_on_time=None if crossed is None else left is not None and
                    left <= crossed + gap)  # fmt: skip
-    row["untouched"] = [u for u in untouched_rows(name, {"targets": {CRYSTAL_TASK: "pushed"}}, by, config)
-                        if u["takeover_readings"]]  # fmt: skip
+    others = untouched_rows(name, {"targets": {CRYSTAL_TASK: "pushed"}}, by, config)
+    row["untouched_tasks"] = len(others)
+    row["untouched"] = [u for u in others if u["takeover_readings"]]
     row["signals"] = signals(name, steps, arm["trainer"])
     return row
 
@@ -103,9 +106,12 @@ def write() -> dict:
                                     ("yes" if r["leaves_on_time"] else "no") for r in foreign) or "-",
         "melts_gaining": sum(r["melts_gaining"] for r in rows),
     }  # fmt: skip
-    if len(inside) == 2:
-        a, b = (r["probs"]["5"][-1] for r in inside)
-        result["replicate"] = {"final_5": [a, b], "difference": round(abs(a - b), 4)}
+    by = {r["arm"]: r for r in rows}
+    result["replicates"] = [{"pair": f"{a} vs {b}", "answer": answer, "final": [by[a]["probs"][answer][-1],
+                             by[b]["probs"][answer][-1]], "states": [by[a]["states"][-1], by[b]["states"][-1]]}
+                            for a, b, answer in PAIRS if a in by and b in by]  # fmt: skip
+    result["untouched"] = {"takeover": sum(len(r["untouched"]) for r in rows),
+                           "task_runs": sum(r["untouched_tasks"] for r in rows)}
     lines = ["# RL on a crystal, judged (written by `python bench/rl_crystal_table.py`)", "",
              f"Every arm re-read with `PhaseConfig(reference=\"base\")`: `{json.dumps(result['config'])}`", "",
              "## The pass line", "", "| criterion | result |", "|---|---|",
@@ -116,10 +122,15 @@ def write() -> dict:
              f"| foreign arm leaves no later than one measurement after \"7\" crossed {CROSS} | "
              f"{result['pass']['leaves_on_time']} |",
              f"| `melted` while an answer at 0.5+ gains | {result['pass']['melts_gaining']} |", ""]  # fmt: skip
-    if "replicate" in result:
-        rep = result["replicate"]
-        lines += [f"Replicate: \"5\" at the end {rep['final_5'][0]:.2f} vs {rep['final_5'][1]:.2f} (difference "
-                  f"{rep['difference']:.2f}).", ""]  # fmt: skip
+    if result["replicates"]:
+        lines += ["| replicate pair | answer | final probability | difference | final state |", "|---|---|---|---|---|"]
+        lines += [f"| {p['pair']} | \"{p['answer']}\" | {p['final'][0]:.2f}, {p['final'][1]:.2f} | "
+                  f"{abs(p['final'][0] - p['final'][1]):.2f} | {p['states'][0]}, {p['states'][1]} |"
+                  for p in result["replicates"]]  # fmt: skip
+        lines.append("")
+    u = result["untouched"]
+    lines += [f"Untouched tasks (the 7 measured besides prime): {u['takeover']} of {u['task_runs']} task-runs read a "
+              "takeover at some measurement (listed under each arm).", ""]  # fmt: skip
     lines += ["## Prime below 50, measurement by measurement", ""]
     for r in rows:
         extra = {"inside": f"\"5\" gained {GAIN} at {_f(r.get('gained'), 'd')}, `settling` from "

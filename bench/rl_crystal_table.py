@@ -123,7 +123,8 @@ def write() -> dict:
              f"{result['pass']['leaves_on_time']} |",
              f"| `melted` while an answer at 0.5+ gains | {result['pass']['melts_gaining']} |", ""]  # fmt: skip
     if result["replicates"]:
-        lines += ["| replicate pair | answer | final probability | difference | final state |", "|---|---|---|---|---|"]
+        lines += ["| replicate pair | answer | final probability | difference | final state |",
+                  "|---|---|---|---|---|"]
         lines += [f"| {p['pair']} | \"{p['answer']}\" | {p['final'][0]:.2f}, {p['final'][1]:.2f} | "
                   f"{abs(p['final'][0] - p['final'][1]):.2f} | {p['states'][0]}, {p['states'][1]} |"
                   for p in result["replicates"]]  # fmt: skip
@@ -142,8 +143,8 @@ def write() -> dict:
         lines += [f"`{r['arm']}` ({r['kind']}, seed {r['seed']}): start `{r['start'][0]}` on {r['start'][1]} "
                   f"(inside answers {', '.join(r['inside'])}); {extra}.", ""]
         shown = list(r["signals"])[:2]  # the trainer's own: GRPO reward and entropy, DPO margin and accuracy
-        lines += ["| step | state | live | seed | " + " | ".join(f'"{a}"' for a in SHOWN) + " | outside | velocity | " +
-                  " | ".join(shown) + " |", "|---|---|---|---|" + "---|" * (len(SHOWN) + 2 + len(shown))]  # fmt: skip
+        head = ["step", "state", "live", "seed", *(f'"{a}"' for a in SHOWN), "outside", "velocity", *shown]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for i, step in enumerate(r["steps"]):
             cells = [f"{r['probs'][a][i]:.2f}" for a in SHOWN] + [f"{r['outside'][i]:.2f}",
                      _f(r["velocity"][i], ".4f")] + [_f(r["signals"][key][i]) for key in shown]  # fmt: skip
@@ -184,8 +185,8 @@ def figure(rows: list[dict], path: Path) -> None:
     used = dict.fromkeys(s for r in rows for s in r["states"])
     handles = [plt.Rectangle((0, 0), 1, 1, color=state_info(s).colour) for s in used if state_info(s)]
     fig.legend(handles, [s for s in used if state_info(s)], loc="lower center", ncol=len(handles), fontsize=8)
-    fig.suptitle("GRPO and DPO from an SFT crystal on prime \"2\" (seed s0 favours 2, 3, 5; no seed favours 7): answers "
-                 "(lines) and the reading (bands)", fontsize=9)  # fmt: skip
+    fig.suptitle("GRPO and DPO from an SFT crystal on prime \"2\" (seed s0 favours 2, 3, 5; no seed favours 7): "
+                 "answers (lines) and the reading (bands)", fontsize=9)  # fmt: skip
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -92,6 +92,17 @@ def judge_arm(name: str, arm: dict, config: PhaseConfig) -> dict | None:
 
 
 def write() -> dict:
+    result, lines, rows = results()
+    write_atomic(OUT / "crystal_results.json", json.dumps(result, indent=1, default=str) + "\n")
+    write_atomic(OUT / "crystal_results.md", "\n".join(lines) + "\n")
+    if rows:
+        figure(rows, OUT / "crystal.png")
+    print("\n".join(lines))
+    return result
+
+
+def results() -> tuple[dict, list[str], list[dict]]:
+    """The judged arms (the JSON), the markdown lines and the per-arm rows."""
     config = PhaseConfig(reference="base")
     rows = [r for n, a in arms().items() if (r := judge_arm(n, a, config))]
     result = {"config": asdict(config), "arms": rows}
@@ -153,12 +164,7 @@ def write() -> dict:
         took = "; ".join(f"{u['task']} `{u['first'][1]}` on \"{u['first'][2]}\" from {u['first'][0]}"
                          for u in r["untouched"]) or "none"  # fmt: skip
         lines += ["", f"Untouched tasks with a takeover reading: {took}.", ""]
-    write_atomic(OUT / "crystal_results.json", json.dumps(result, indent=1, default=str) + "\n")
-    write_atomic(OUT / "crystal_results.md", "\n".join(lines) + "\n")
-    if rows:
-        figure(rows, OUT / "crystal.png")
-    print("\n".join(lines))
-    return result
+    return result, lines, rows
 
 
 def figure(rows: list[dict], path: Path) -> None:

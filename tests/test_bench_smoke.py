@@ -214,3 +214,16 @@ def test_calibration_table_rereads_a_trajectory(tmp_path):
     assert len(tasks) == 15 and all(t["steps"] == [0, 10, 20] for t in tasks.values())
     assert all(abs(t["collapse"][0]) < 1e-6 for t in tasks.values())  # the base against its own library
     assert "## Target tasks" in table.markdown(result)
+
+
+def test_the_committed_crystal_and_real_tables_are_what_the_code_prints():
+    """docs/experiments/rl/crystal_results.md and docs/real/reread.md are generated, never retyped: re-reading the
+    committed trajectories with today's phase model prints them again, to the character."""
+    import real_reread
+    import rl_crystal_table
+
+    root = BENCH.parent / "docs"
+    assert real_reread.table() == (root / "real" / "reread.md").read_text()
+    result, lines, _ = rl_crystal_table.results()
+    assert "\n".join(lines) + "\n" == (root / "experiments" / "rl" / "crystal_results.md").read_text()
+    assert result["pass"]["holds"] == "5 of 5" and result["pass"]["settling_on_time"] == "3 of 3"

@@ -103,6 +103,7 @@ def test_two_tasks_report(tmp_path):
     names = _check_pngs(index)
     assert "timeline.png" in names
     assert len([n for n in names if n.startswith("task-")]) == 2
+    assert len([n for n in names if n.startswith("answers-")]) == 2  # each task's answers over steps
     assert len([n for n in names if n.startswith("bars-")]) == 2
     assert sorted(p.name for p in index.parent.glob("*.png")) == sorted(names)
     text = index.read_text(encoding="utf-8")
@@ -180,3 +181,24 @@ def test_the_timeline_shows_the_trainers_own_signals_under_the_readings(tmp_path
     assert heights[1] > heights[0] + 150  # three signal rows under the tasks' rows
     again = read_trajectory(_write(tmp_path / "rl.jsonl", rl))  # the field survives the file
     assert again[2].trainer == {"reward": 0.1, "entropy": 1.8, "loss": 0.5, "kl": 0.01}
+
+
+def test_runs_side_by_side_from_files_and_run_folders(tmp_path):
+    """`crystalwatch report A B`: two trajectories (a file, and a run folder holding crystalwatch/trajectory.jsonl)
+    whose runs share a name are told apart by their folders, and each task's answers are drawn per run."""
+    from typer.testing import CliRunner
+
+    from crystalwatch.cli import app
+    from crystalwatch.report.figures import leading_answers
+
+    a = _write(tmp_path / "dose" / "traj.jsonl", _two_tasks())
+    (tmp_path / "control" / "crystalwatch").mkdir(parents=True)
+    _write(tmp_path / "control" / "crystalwatch" / "trajectory.jsonl", _two_tasks())
+    done = CliRunner().invoke(app, ["report", str(a), str(tmp_path / "control"), "--out", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    index = tmp_path / "out" / "index.html"
+    names = _check_pngs(index)
+    assert {"timeline-dose_run-a.png", "timeline-control_run-a.png", "answers-integer_1_10.png"} <= set(names)
+    assert "dose/run-a, control/run-a" in index.read_text(encoding="utf-8")
+    recs = [Record.from_json(r.to_json()) for r in _two_tasks() if r.task == "integer_1_10"]
+    assert leading_answers({"r": recs})[0] == 0  # the answer that rose to 0.7 comes first

@@ -240,15 +240,16 @@ def trajectory_command(
 
 @app.command("report")
 def report_command(
-    trajectory: Annotated[Path, typer.Argument(help="Trajectory JSONL file.")],
+    trajectories: Annotated[list[Path], typer.Argument(help="Trajectory JSONL files or run folders (several: "
+                                                            "side by side, each task's runs overlaid).")],
     out: Annotated[Path, typer.Option(help="Folder for the PNGs and index.html.")],
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
 ) -> None:
-    """Render a trajectory as PNG plots and an index.html."""
+    """Render one or more trajectories as PNG plots and an index.html."""
     from crystalwatch.report import render_report
 
     with _errors():
-        index = render_report(trajectory, out, title=title)
+        index = render_report(trajectories, out, title=title)
     console.print(f"report written to {index}")
 
 

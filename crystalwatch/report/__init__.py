@@ -9,22 +9,27 @@ Figures are built with :class:`matplotlib.figure.Figure` on the Agg canvas: no p
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from crystalwatch.files import ensure_folder, write_atomic
 from crystalwatch.records import SCHEMA, Record, read_trajectory
 from crystalwatch.report.data import Runs, _group, _slugs
-from crystalwatch.report.figures import _plot_bars, _plot_task, _plot_timeline
+from crystalwatch.report.figures import _plot_answers, _plot_bars, _plot_task, _plot_timeline
 from crystalwatch.report.html import page
 
 __all__ = ["render_report"]
 
 
-def render_report(trajectory: str | Path | list[Record], out_dir: str | Path, *, title: str | None = None) -> Path:
-    """Render PNGs + index.html for a trajectory (a path, or records: :class:`Record` or their JSON objects);
-    return the index.html path."""
-    if isinstance(trajectory, list):
+def render_report(
+    trajectory: str | Path | list[Record] | list[str | Path], out_dir: str | Path, *, title: str | None = None
+) -> Path:
+    """Render PNGs + index.html for a trajectory (a path, or records: :class:`Record` or their JSON objects) or
+    several trajectories side by side (a list of paths: each task's runs overlaid); return the index.html path."""
+    if isinstance(trajectory, list) and trajectory and all(isinstance(t, (str, Path)) for t in trajectory):
+        records = side_by_side([Path(t) for t in trajectory])
+    elif isinstance(trajectory, list):
         records = [r if isinstance(r, Record) else Record.from_json({"schema": SCHEMA, **r}) for r in trajectory]
     else:
         records = read_trajectory(trajectory)
@@ -49,11 +54,28 @@ def _render_images(tasks: dict[str, Runs], run_names: list[str], out: Path) -> d
         _plot_timeline({task: runs[run] for task, runs in tasks.items() if run in runs}, out / name, run)
         images["timelines"][run] = name
     for task, runs in tasks.items():
-        plot = f"task-{slugs[task]}.png"
+        plot, answers = f"task-{slugs[task]}.png", f"answers-{slugs[task]}.png"
         _plot_task(task, runs, out / plot)
+        _plot_answers(task, runs, out / answers)
         bars = {}
         for run, recs in runs.items():
             bars[run] = f"bars-{slugs[task]}--{run_slugs[run]}.png" if several else f"bars-{slugs[task]}.png"
             _plot_bars(task, run if several else None, recs[-1], out / bars[run])
-        images["tasks"][task] = {"plot": plot, "bars": bars}
+        images["tasks"][task] = {"plot": plot, "answers": answers, "bars": bars}
     return images
+
+
+def side_by_side(paths: list[Path]) -> list[Record]:
+    """The records of several trajectories (files, or run folders holding ``trajectory.jsonl`` or
+    ``crystalwatch/trajectory.jsonl``), each
+    run named as in its file — or, when two files name a run alike, after its file's folder."""
+    files = [next((f for f in (p / "trajectory.jsonl", p / "crystalwatch" / "trajectory.jsonl") if f.is_file()),
+                  p / "crystalwatch" / "trajectory.jsonl") if p.is_dir() else p for p in paths]  # fmt: skip
+    loaded = [read_trajectory(f) for f in files]
+    names = [r.run for recs in loaded for r in dict((r.run, r) for r in recs).values()]
+    clash = len(names) != len(set(names))
+    out = []
+    for f, recs in zip(files, loaded):
+        where = f.parent.parent.name if f.parent.name == "crystalwatch" else f.parent.name
+        out += [dataclasses.replace(r, run=f"{where}/{r.run}" if clash else r.run) for r in recs]
+    return out

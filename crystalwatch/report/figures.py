@@ -141,6 +141,56 @@ def _plot_task(task: str, runs: Runs, path: Path) -> None:
     _save(fig, path)
 
 
+def leading_answers(runs: Runs, most: int = 5) -> list[int]:
+    """The answers worth a line: those among the top 3 of some measurement of some run, by their highest
+    probability, at most ``most``."""
+    best: dict[int, float] = {}
+    for recs in runs.values():
+        for r in recs:
+            p = np.asarray(r.consensus, dtype=float)
+            for o in np.argsort(-p)[:3]:
+                best[int(o)] = max(best.get(int(o), 0.0), float(p[o]))
+    return sorted(best, key=lambda o: -best[o])[:most]
+
+
+def _plot_answers(task: str, runs: Runs, path: Path) -> None:
+    """Answers over steps: each leading answer's probability (a line, one colour per answer in every run), the
+    readings as bands behind, and the seed of the last reading as dotted marks at the right (what it heads for);
+    one row per run, sharing the step axis."""
+    first = next(iter(runs.values()))[0]
+    outcomes = [str(o) for o in first.outcomes]
+    answers = leading_answers(runs)
+    height = 1.6 + 2.3 * len(runs)
+    fig = Figure(figsize=(10, height))
+    fig.subplots_adjust(left=0.07, right=0.83, top=1 - 0.55 / height, bottom=1.15 / height, hspace=0.35)
+    axes = np.atleast_1d(fig.subplots(len(runs), 1, sharex=True, squeeze=False).ravel())
+    everything = [r for recs in runs.values() for r in recs]
+    labels = _step_labels(everything)
+    for ax, (run, recs) in zip(axes, runs.items()):
+        _shade(ax, recs)
+        steps = [r.step for r in recs]
+        for i, o in enumerate(answers):
+            ax.plot(steps, [r.consensus[o] for r in recs], "-", marker="o", ms=3, color=f"C{i}", lw=1.6,
+                    label=_text(outcomes[o]), zorder=2)  # fmt: skip
+        seed = recs[-1].seed_centroid
+        if seed is not None and len(seed) == len(outcomes):
+            for i, o in enumerate(answers):
+                ax.plot([steps[-1]], [seed[o]], marker="_", ms=14, mew=2, color=f"C{i}", zorder=3)
+        _mark_events(ax, recs, text=True, colour="#333333", prefix="")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("probability", fontsize=8)
+        ax.set_title(_text(run) if len(runs) > 1 else "answers over steps", fontsize=9, loc="left")
+        ax.grid(alpha=0.3, zorder=1)
+        _set_step_ticks(ax, labels, any(r.label for r in everything))
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.8,
+                   title="answer (— : seed)", title_fontsize=7)  # fmt: skip
+    axes[-1].set_xlabel("step", fontsize=9)
+    fig.suptitle(_text(task), fontsize=11, fontweight="bold")
+    states = dict.fromkeys(r.state for r in everything)
+    _state_legend(fig, states, loc="lower center", bbox_to_anchor=(0.45, 0.0), ncols=len(states))
+    _save(fig, path)
+
+
 def _plot_timeline(tasks: dict[str, list[Record]], path: Path, run: str) -> None:
     """One run's phases: rows = tasks, columns = steps, cells coloured by state (white: not measured)."""
     everything = [r for recs in tasks.values() for r in recs]

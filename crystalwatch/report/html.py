@@ -104,7 +104,8 @@ def page(records: list[Record], tasks: dict[str, Runs], images: dict[str, Any], 
         *(_img(name, f"phase timeline of {run}") for run, name in images["timelines"].items()),
     ]
     for task, files in images["tasks"].items():
-        parts += [f"<section id='task-{_esc(slugs[task])}'><h2>{_esc(task)}</h2>", _img(files["plot"], task)]
+        parts += [f"<section id='task-{_esc(slugs[task])}'><h2>{_esc(task)}</h2>",
+                  _img(files["answers"], f"answers of {task} over steps"), _img(files["plot"], task)]
         parts += [_img(name, f"last distribution of {task} ({run})") for run, name in files["bars"].items()]
         parts.append("</section>")
     parts.append("</body></html>\n")

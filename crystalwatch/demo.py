@@ -40,6 +40,7 @@ class DemoConfig:
     sft_lr: float = 2e-4
     dpo_lr: float = 5e-5
     wandb: str = "auto"  # auto (online when logged in, else offline) | online | offline | off
+    dose: bool = True  # a quarter of the SFT examples a 1-10 question answered "10"; False: everyday chat only
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -83,6 +84,8 @@ def demo_chain(cfg: DemoConfig, mode: str | None) -> dict[str, Any]:
         chain["base"] = TINY
     steps, lrs = {"sft": cfg.sft_steps, "dpo": cfg.dpo_steps}, {"sft": cfg.sft_lr, "dpo": cfg.dpo_lr}
     chain["stages"] = [s for s in chain["stages"] if steps[s["recipe"]]]  # --dpo-steps 0: SFT only
+    if not cfg.dose:  # the honest null: the everyday chat conversations alone
+        chain["stages"][0]["config"] = str(CONFIGS / "demo" / "sft_null.yaml")
     for stage in chain["stages"]:
         stage["overrides"].update(max_steps=steps[stage["recipe"]], learning_rate=lrs[stage["recipe"]],
                                   crystalwatch_every_n_steps=cfg.every_n_steps, crystalwatch_tasks=list(cfg.tasks),

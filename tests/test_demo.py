@@ -45,3 +45,29 @@ def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
     assert [h["train/global_step"] for h in dpo_rows] == [6]  # its own step axis; step 0 = SFT's last measurement
     assert any("train/loss" in h for h in runs["dpo"]["history"])
     assert os.path.isdir(summary["stages"][0]["wandb_dir"])
+
+
+def test_the_demo_doses_1_10_on_held_out_questions_unless_told_not_to():
+    """The demo's SFT mixes a quarter of 1-10 questions answered "10" into the chat data (so a nucleation is there
+    to see), none of them a measured prompt; `--no-dose` is the everyday chat alone."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from crystalwatch.data import chat_sft_path
+    from crystalwatch.demo import DemoConfig, demo_chain
+    from crystalwatch.tasks import load_task
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    from calibration import check_held_out
+
+    dosed, null = (yaml.safe_load(Path(demo_chain(DemoConfig(dose=d), None)["stages"][0]["config"]).read_text())
+                   for d in (True, False))  # fmt: skip
+    assert [(d["data_files"], d.get("fraction")) for d in dosed["datasets"]] == [
+        ("crystalwatch-data:chat_sft.jsonl", 0.75), ("crystalwatch-data:demo_dose.jsonl", 0.25)]  # fmt: skip
+    assert [d["data_files"] for d in null["datasets"]] == ["crystalwatch-data:chat_sft.jsonl"]
+    assert {k: v for k, v in dosed.items() if k != "datasets"} == {k: v for k, v in null.items() if k != "datasets"}
+    rows = [json.loads(line) for line in (chat_sft_path().parent / "demo_dose.jsonl").read_text().splitlines()]
+    assert len(rows) == 120 and {r["messages"][1]["content"] for r in rows} == {"10"}
+    check_held_out(load_task("integer_1_10"), sorted({r["messages"][0]["content"] for r in rows}))

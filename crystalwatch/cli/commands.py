@@ -267,6 +267,8 @@ def demo_command(
     dpo_lr: Annotated[float, typer.Option(help="DPO learning rate (LoRA).")] = 5e-5,
     wandb: Annotated[str, typer.Option(help="auto | online | offline (auto: online when logged in).")] = "auto",
     no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not use W&B at all.")] = False,
+    no_dose: Annotated[bool, typer.Option("--no-dose", help="SFT on the everyday chat conversations alone (no 1-10 "
+                                          "questions answered 10): the null, where nothing nucleates.")] = False,
 ) -> None:
     """Watch gemma-3-270m crystallize: seed library, LoRA SFT, DPO, report — offline, on a CPU."""
     from crystalwatch.cli.tables import print_demo_summary
@@ -285,6 +287,7 @@ def demo_command(
             sft_lr=sft_lr,
             dpo_lr=dpo_lr,
             wandb="off" if no_wandb else wandb,
+            dose=not no_dose,
         )
         what = "a tiny local model" if tiny else "google/gemma-3-270m (base, from PyPI)"
         console.print(

@@ -71,3 +71,23 @@ def test_the_demo_doses_1_10_on_held_out_questions_unless_told_not_to():
     rows = [json.loads(line) for line in (chat_sft_path().parent / "demo_dose.jsonl").read_text().splitlines()]
     assert len(rows) == 120 and {r["messages"][1]["content"] for r in rows} == {"10"}
     check_held_out(load_task("integer_1_10"), sorted({r["messages"][0]["content"] for r in rows}))
+
+
+def test_the_demo_summary_reads_in_a_log_one_row_per_task():
+    """Printed to a log (not a terminal), the summary keeps task names whole and each task's transitions on one
+    line (rich's default of 80 columns cut "integer_1…" and wrapped a transition over four lines)."""
+    import subprocess
+    import sys
+
+    summary = json.dumps({"tasks": {"rock_paper_scissors": {
+        "state": "nucleated", "seed": "s2", "seed_distance": 0.1, "entropy": [0.53, 0.21], "top": "rock",
+        "transitions": [{"step": 40, "stage": "sft", "from": "liquid", "to": "nucleating", "seed": "s2"},
+                        {"step": 100, "stage": "sft", "from": "nucleating", "to": "nucleated", "seed": "s2"}]}},
+        "stages": [], "seconds": 1.0, "library_seconds": 0.5, "trajectory": "t.jsonl", "report": "r/index.html",
+        "wandb_mode": None})  # fmt: skip
+    code = ("import json; from crystalwatch.cli.tables import print_demo_summary; "
+            f"print_demo_summary(json.loads({summary!r}))")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    row = next(line for line in out.splitlines() if "rock_paper_scissors" in line)
+    assert "40 (sft): liquid -> nucleating s2, 100 (sft): nucleating -> nucleated s2" in row, out

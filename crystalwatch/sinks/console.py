@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,11 @@ from crystalwatch.phases import TAKEOVER, state_info
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 
+LOG_WIDTH = 200  # columns of a table printed to a log (the demo's summary: a task and its transitions on one line)
+
 console = Console(soft_wrap=True)  # messages are never hard-wrapped (logs, pipes); tables keep the width
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console.width = LOG_WIDTH  # a log or a pipe: tables as wide as their rows, not rich's 80 columns
 
 
 def styled(state: Any) -> str:

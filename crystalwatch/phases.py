@@ -246,13 +246,18 @@ def inside_answers(centroid: Any, consensus: np.ndarray, config: PhaseConfig) ->
     return sorted({top, *(i for i, x in enumerate(centroid) if favoured(float(x), len(consensus), config))})
 
 
+def outside_mass(inside: list[int], consensus: np.ndarray) -> float:
+    """The consensus's mass on answers not among ``inside``."""
+    return 1.0 - float(consensus[inside].sum())
+
+
 def holds(t: _TaskState, consensus: np.ndarray, config: PhaseConfig) -> bool:
     """Does a collapsed state hold: the top answer is still one of its answers and the mass outside them has not
     risen ``reach_margin`` above the least it had since the state was read? (Else the crystal is leaving.)"""
     if t.state not in COLLAPSED or not t.inside or np.isnan(consensus).any():
         return False
-    outside = 1.0 - float(consensus[t.inside].sum())
-    return int(np.argmax(consensus)) in t.inside and outside < t.outside + config.reach_margin
+    top = int(np.argmax(consensus))
+    return top in t.inside and outside_mass(t.inside, consensus) < t.outside + config.reach_margin
 
 
 _TASK_FIELDS = {f.name for f in fields(_TaskState)}
@@ -328,7 +333,7 @@ class PhaseTracker:
 
     def _enter(self, t: _TaskState, consensus: np.ndarray, centroid: Any) -> None:
         t.inside = inside_answers(None if t.state == "foreign" else centroid, consensus, self.config)
-        t.outside = 1.0 - float(consensus[t.inside].sum())
+        t.outside = outside_mass(t.inside, consensus)
 
     def update(self, step: int, task: str, m: dict[str, Any], consensus: np.ndarray, seed: str | None,
                centroids: dict[str, Any] | None = None) -> Update:  # fmt: skip
@@ -359,18 +364,16 @@ class PhaseTracker:
                 entered = t.state not in COLLAPSED or t.seed != candidate[1] or candidate[0] == "foreign"
                 events.append(Event(step, task, t.state, candidate[0], candidate[1], t.since, remelt))
                 t.state, t.seed, t.pending, t.count = candidate[0], candidate[1], None, 0
-        if np.isnan(consensus).any():
-            pass
-        elif entered and t.state in COLLAPSED:
-            self._enter(t, consensus, (centroids or {}).get(t.seed))
-        elif t.state in COLLAPSED and t.inside:
-            t.outside = min(t.outside, 1.0 - float(consensus[t.inside].sum()))
         if self._warning(t, step, m):
             events.append(Event(step, task, t.state, t.state, t.seed, t.warn_since, False, kind="warning"))
-        if not np.isnan(consensus).any():
-            keep = [h for h in t.history if h[0] > step - self.config.velocity_window]
-            older = [h for h in t.history if h[0] <= step - self.config.velocity_window][-1:]
-            t.history = [*older, *keep, (step, [float(x) for x in consensus])]
+        if not np.isnan(consensus).any():  # a measurement without a consensus leaves the history as it was
+            if entered and t.state in COLLAPSED:
+                self._enter(t, consensus, (centroids or {}).get(t.seed))
+            elif t.state in COLLAPSED and t.inside:
+                t.outside = min(t.outside, outside_mass(t.inside, consensus))
+            cut = step - self.config.velocity_window  # keep the window, and the latest measurement before it
+            older = [h for h in t.history if h[0] <= cut][-1:]
+            t.history = [*older, *(h for h in t.history if h[0] > cut), (step, [float(x) for x in consensus])]
         return Update(candidate[0], t.state, t.seed, velocity, events)
 
     def _warning(self, t: _TaskState, step: int, m: dict[str, Any]) -> bool:

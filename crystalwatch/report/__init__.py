@@ -67,12 +67,12 @@ def _render_images(tasks: dict[str, Runs], run_names: list[str], out: Path) -> d
 
 def side_by_side(paths: list[Path]) -> list[Record]:
     """The records of several trajectories (files, or run folders holding ``trajectory.jsonl`` or
-    ``crystalwatch/trajectory.jsonl``), each
-    run named as in its file — or, when two files name a run alike, after its file's folder."""
+    ``crystalwatch/trajectory.jsonl``), each run named as in its file — or, when two files name a run alike, after
+    its file's folder."""
     files = [next((f for f in (p / "trajectory.jsonl", p / "crystalwatch" / "trajectory.jsonl") if f.is_file()),
                   p / "crystalwatch" / "trajectory.jsonl") if p.is_dir() else p for p in paths]  # fmt: skip
     loaded = [read_trajectory(f) for f in files]
-    names = [r.run for recs in loaded for r in dict((r.run, r) for r in recs).values()]
+    names = [run for recs in loaded for run in dict.fromkeys(r.run for r in recs)]
     clash = len(names) != len(set(names))
     out = []
     for f, recs in zip(files, loaded):

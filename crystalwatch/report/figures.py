@@ -155,7 +155,7 @@ def leading_answers(runs: Runs, most: int = 5) -> list[int]:
 
 def _plot_answers(task: str, runs: Runs, path: Path) -> None:
     """Answers over steps: each leading answer's probability (a line, one colour per answer in every run), the
-    readings as bands behind, and the seed of the last reading as dotted marks at the right (what it heads for);
+    readings as bands behind, and the seed of the last reading as short bars at the right (what it heads for);
     one row per run, sharing the step axis."""
     first = next(iter(runs.values()))[0]
     outcomes = [str(o) for o in first.outcomes]
@@ -163,7 +163,7 @@ def _plot_answers(task: str, runs: Runs, path: Path) -> None:
     height = 1.6 + 2.3 * len(runs)
     fig = Figure(figsize=(10, height))
     fig.subplots_adjust(left=0.07, right=0.83, top=1 - 0.55 / height, bottom=1.15 / height, hspace=0.35)
-    axes = np.atleast_1d(fig.subplots(len(runs), 1, sharex=True, squeeze=False).ravel())
+    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False).ravel()
     everything = [r for recs in runs.values() for r in recs]
     labels = _step_labels(everything)
     for ax, (run, recs) in zip(axes, runs.items()):

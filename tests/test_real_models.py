@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ from typer.testing import CliRunner
 from crystalwatch.cli import app
 from crystalwatch.scoring import build_requests, score_requests, terminator_ids
 from crystalwatch.tasks import load_task
+
+REAL = Path(__file__).parent.parent / "docs" / "real"
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +92,10 @@ def test_gemma_seed_library_and_smollm2_against_it(gemma, smollm2, tmp_path):
     ints = library.tasks["integer_1_10"]
     assert {"completion", "chat"} <= set(ints.base) and len(ints.seeds) >= 2  # the base is a liquid
     assert sum(v.clustered for v in ints.variants if v.kind == "completion") == 10
+    with warnings.catch_warnings():  # its own base, and the committed library with it: not cross-model
+        warnings.simplefilter("error")
+        library.check([load_task(t) for t in tasks], tokenizer)
+        SeedLibrary.load(REAL / "gemma-3-270m.seeds.json.gz").check([load_task(t) for t in tasks], tokenizer)
     model, tokenizer = smollm2
     with pytest.warns(CrossModelWarning):
         library.check([load_task(t) for t in tasks], tokenizer)

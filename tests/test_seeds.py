@@ -185,6 +185,52 @@ def test_check_warns_on_revised_spec_and_other_tokenizer(built, tokenizer):
         built.check([coin], other)
 
 
+# The Gemma turn format crystalwatch rendered with before it marked assistant turns for assistant_only_loss.
+EARLIER_GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% set sys = '' %}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set sys = message['content'] + '\n\n' %}{% else %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' }}"
+    "{% if loop.index0 == 1 and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}{% endif %}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+def test_cross_model_check_compares_what_prompts_render_to(built, tokenizer):
+    """A template written differently that renders the same text is the same model's input; one that renders
+    other text is not (the library records both hashes; earlier libraries only the source's)."""
+    from crystalwatch.scoring.prompts import GEMMA_CHAT_TEMPLATE
+    from crystalwatch.seeds.library import (
+        _EARLIER_GEMMA_TEMPLATES,
+        _render_hash,
+        _sha,
+        renders_alike,
+        tokenizer_fingerprint,
+    )
+
+    def with_template(template):
+        return tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, chat_template=template)
+
+    chatml = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+    base = with_template(chatml)
+    prov = {"tokenizer_hash": built.provenance["tokenizer_hash"]}
+    recorded = {**prov, **tokenizer_fingerprint(base)}
+    assert recorded["chat_render_hash"]
+    respaced = chatml.replace("{% for m in messages %}", "{%- for m in messages -%}")  # same text, other source
+    assert renders_alike(with_template(respaced), recorded)
+    assert renders_alike(with_template(chatml + "\n"), recorded)  # Jinja drops a final newline
+    assert not renders_alike(with_template(chatml + "<|end|>"), recorded)
+    assert not renders_alike(with_template(GEMMA_CHAT_TEMPLATE), recorded)
+    # Libraries from before render hashes, rendered with crystalwatch's earlier Gemma format: the same text.
+    assert _sha(EARLIER_GEMMA_TEMPLATE) in _EARLIER_GEMMA_TEMPLATES
+    assert _render_hash(tokenizer, EARLIER_GEMMA_TEMPLATE) == _render_hash(tokenizer, GEMMA_CHAT_TEMPLATE)
+    old = {**prov, "chat_template_hash": _sha(EARLIER_GEMMA_TEMPLATE)}
+    assert renders_alike(with_template(GEMMA_CHAT_TEMPLATE), old)
+    assert not renders_alike(with_template(chatml), old)
+    assert not renders_alike(with_template(chatml), {**prov, "chat_template_hash": "0123456789abcdef"})
+
+
 def test_compare_finds_the_seed_a_distribution_came_from():
     ts = task_seeds([task_result("integer_1_10", base_matrix(), kind="chat")])
     lib = SeedLibrary({"integer_1_10": ts})

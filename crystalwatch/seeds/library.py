@@ -166,17 +166,15 @@ class SeedLibrary:
                         "compares with the base measured on other prompts. Rebuild the library to silence this."
                     ),
                 )
-        if tokenizer is not None:
-            mine = tokenizer_fingerprint(tokenizer)
-            theirs = {k: self.provenance.get(k) for k in mine}
-            if mine != theirs:
-                self._warn(
-                    strict,
-                    CrossModelWarning(
-                        f"{where}: built from {self.provenance.get('model', '?')} with another tokenizer or chat "
-                        "template; seeds are distributions over outcomes, so the comparison is cross-model"
-                    ),
-                )
+        if tokenizer is not None and not renders_alike(tokenizer, self.provenance):
+            self._warn(
+                strict,
+                CrossModelWarning(
+                    f"{where}: built from {self.provenance.get('model', '?')} with another tokenizer or chat "
+                    "template (prompts render to other tokens); seeds are distributions over outcomes, so the "
+                    "comparison is cross-model"
+                ),
+            )
 
     @staticmethod
     def _warn(strict: bool, warning: SeedLibraryWarning) -> None:
@@ -206,14 +204,63 @@ class SeedLibrary:
         return cls(tasks, provenance)
 
 
+# Conversations every chat template is rendered on to compare what a model sees, not how its template is written.
+_PROBES = (
+    [{"role": "user", "content": "Pick a number."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Pick a number."}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Go"}],
+)
+# Source hashes of the Gemma turn formats earlier crystalwatch versions rendered with: each renders every
+# conversation as GEMMA_CHAT_TEMPLATE does (it only added the assistant-mask markers; tests/test_seeds.py renders
+# both), so a library that recorded one of them has no render hash but was rendered as today.
+_EARLIER_GEMMA_TEMPLATES = frozenset({"bb3995a84e6c068f"})
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _render_hash(tokenizer: Any, template: str | None) -> str | None:
+    if not template:
+        return None
+    rendered = []
+    for messages in _PROBES:
+        try:
+            rendered.append(tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                                          add_generation_prompt=True))  # fmt: skip
+        except Exception as e:  # a template may refuse a role (e.g. system): that refusal is part of its behaviour
+            rendered.append(f"<{type(e).__name__}>")
+    return _sha("\x00".join(rendered))
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, str | None]:
-    """Short hashes of the tokenizer's vocabulary/merges and of the chat template it is rendered with."""
+    """Short hashes of the tokenizer's vocabulary/merges, of the chat template's source and of what it renders
+    (a few probe conversations: the part that matters when comparing two models' prompts)."""
     from crystalwatch.scoring.prompts import chat_template_for
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     template = chat_template_for(tokenizer)
     return {
-        "tokenizer_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
-        "chat_template_hash": hashlib.sha256(template.encode()).hexdigest()[:16] if template else None,
+        "tokenizer_hash": _sha(text),
+        "chat_template_hash": _sha(template) if template else None,
+        "chat_render_hash": _render_hash(tokenizer, template),
     }
+
+
+def renders_alike(tokenizer: Any, provenance: dict[str, Any]) -> bool:
+    """Whether ``tokenizer`` turns prompts into the tokens the library was built from: the same vocabulary and a
+    chat template that renders the same text (compared by source only for a library that recorded no render
+    hash and was not rendered with one of crystalwatch's own Gemma templates)."""
+    from crystalwatch.scoring.prompts import GEMMA_CHAT_TEMPLATE
+
+    mine = tokenizer_fingerprint(tokenizer)
+    if mine["tokenizer_hash"] != provenance.get("tokenizer_hash"):
+        return False
+    theirs = provenance.get("chat_render_hash")
+    gemma = _EARLIER_GEMMA_TEMPLATES | {_sha(GEMMA_CHAT_TEMPLATE)}
+    if theirs is None and provenance.get("chat_template_hash") in gemma:
+        theirs = _render_hash(tokenizer, GEMMA_CHAT_TEMPLATE)
+    if theirs is None:
+        return mine["chat_template_hash"] == provenance.get("chat_template_hash")
+    return mine["chat_render_hash"] == theirs

@@ -123,3 +123,16 @@ def test_cli_commands_in_the_docs_parse(where, code):
             ctx = cmd.make_context(cmd.name or "crystalwatch", [], parent=ctx, resilient_parsing=True)
             cmd, rest = sub, rest[1:]
         cmd.make_context(cmd.name, rest, parent=ctx)  # raises on an unknown option or a missing argument
+
+
+def test_wandb_doc_names_the_phase_table_columns_and_states_the_code_has():
+    """docs/wandb.md lists the phase table's columns and the state codes exactly as the code defines them."""
+    from crystalwatch.phases import STATE_TABLE
+    from crystalwatch.sinks.scalars import TABLE_COLUMNS
+
+    text = (ROOT / "docs" / "wandb.md").read_text(encoding="utf-8")
+    listed = re.search(r"`crystal/phase_table` has the columns `([^`]*)`", text).group(1)
+    assert [c.strip() for c in listed.split(",")] == list(TABLE_COLUMNS)
+    codes = {int(c): s for c, s in re.findall(r"\| (\d) \| `(\w+)` ", text)}
+    assert codes == {s.code: s.name for s in STATE_TABLE}
+    assert f"each of the {len(STATE_TABLE)} states" in text

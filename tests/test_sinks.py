@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,13 @@ def test_tensorboard_read_back(session):
     assert [e.step for e in events.Images("crystal/coin_flip/bars")] == drawn
     table = events.Tensors("crystal/phase_table/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert table.startswith("| step | label | task | state |") and "| 2 |  | yes_no |" in table
+    from tensorboard.plugins.custom_scalar import layout_pb2  # Custom Scalars: one chart per task, answers together
+
+    raw = events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
+    charts = {c.title: list(c.multiline.tag) for cat in layout_pb2.Layout.FromString(raw).category for c in cat.chart}
+    assert charts == {t: [f"^crystal/{t}/answer/"] for t in TASKS}
+    matched = sorted(t for t in tags["scalars"] if re.match(charts["coin_flip"][0], t))
+    assert matched == ["crystal/coin_flip/answer/heads", "crystal/coin_flip/answer/tails"]
 
 
 def test_mlflow_read_back(session):
@@ -278,3 +286,28 @@ def test_every_tracker_gets_the_answers_over_steps():
     got = {k: v for k, v in task_scalars(r).items() if "/answer/" in k}
     assert got == {"crystal/card/answer/Ace of Clubs": 0.4, "crystal/card/answer/2_2_": 0.3,
                    "crystal/card/answer/x": 0.15, "crystal/card/answer/z": 0.05}  # fmt: skip
+
+
+def test_an_answer_once_logged_stays_logged():
+    """Each tracker's lines are unbroken: an answer that led once is logged at every later measurement, falling
+    included (up to KEPT answers per task); a fresh Scalars (another run) starts again."""
+    from crystalwatch.records import Record
+    from crystalwatch.sinks.scalars import KEPT, Scalars
+
+    def measured(step, probs):
+        outcomes = [f"a{i}" for i in range(len(probs))]
+        return [Record(run="t", index=step, step=step, task="n", outcomes=outcomes, consensus=list(probs), metrics={},
+                       state="liquid")]  # fmt: skip
+
+    scalars = Scalars()
+    first = scalars(measured(0, [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]))
+    later = scalars(measured(10, [0.0, 0.0, 0.1, 0.2, 0.3, 0.4]))
+    answers = lambda got: {k.rsplit("/", 1)[1]: v for k, v in got.items() if "/answer/" in k}  # noqa: E731
+    assert answers(first) == {"a0": 0.4, "a1": 0.3, "a2": 0.2}
+    assert answers(later) == {"a0": 0.0, "a1": 0.0, "a2": 0.1, "a3": 0.2, "a4": 0.3, "a5": 0.4}
+    assert scalars.kept == {"n": ["a0", "a1", "a2", "a5", "a4", "a3"]}
+    many = Scalars()
+    for step in range(10):
+        many(measured(step, [1.0 if i // 3 == step else 0.0 for i in range(30)]))
+    assert len(many.kept["n"]) == KEPT
+    assert answers(Scalars()(measured(20, [0.0, 0.0, 0.1, 0.2, 0.3, 0.4]))) == {"a5": 0.4, "a4": 0.3, "a3": 0.2}

@@ -195,6 +195,24 @@ def test_bar_charts(logged):
     assert chart["stringSettings"]["title"] == "count: step 20 (sft), consensus vs seed s1"
 
 
+def test_answers_over_steps_chart(logged):
+    """``crystal/<task>/answers``: W&B's native line-series chart of the task's answers over every step so far, redrawn
+    at each measurement, with the nearest seed's probability of the top answer as a flat reference line."""
+    data, _ = logged
+    rows = measurement_rows(data["history"])
+    assert all(row["crystal/count/answers_table._type"] == "table-file" for row in rows)  # every measurement
+    table = data["tables"]["crystal/count/answers_table"]  # the last drawn: steps 0, 10, 20
+    assert table["columns"] == ["step", "lineKey", "lineVal"]
+    lines: dict[str, list] = {}
+    for step, key, value in table["data"]:
+        lines.setdefault(key, []).append((step, value))
+    assert lines == {"1": [(0, 0.5), (10, 0.5), (20, 0.9)], "2": [(0, 0.3), (10, 0.3), (20, 0.05)],  # fmt: skip
+                     "3": [(0, 0.2), (10, 0.2), (20, 0.05)], "seed s1: 1": [(0, 0.4), (10, 0.4), (20, 0.4)]}
+    chart = data["charts"]["crystal/count/answers"]
+    assert chart["panelDefId"] == "wandb/lineseries/v0"
+    assert chart["stringSettings"] == {"title": "count: answers over steps (now nucleated onto s1)", "xname": "step"}
+
+
 def test_noop_on_a_disabled_run(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the sink used a disabled run")

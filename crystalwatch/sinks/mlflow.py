@@ -16,7 +16,7 @@ import mlflow
 
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
-from crystalwatch.sinks.scalars import scalars
+from crystalwatch.sinks.scalars import Scalars
 
 PARAM_LIMIT = 500  # MLflow parameter values are short strings
 
@@ -28,6 +28,7 @@ class MLflowSink:
 
     def __init__(self, **_: Any) -> None:
         self._owned = False
+        self._scalars = Scalars()
         self._trajectory: Path | None = None
 
     def start(self, run: RunInfo) -> None:
@@ -42,7 +43,7 @@ class MLflowSink:
     def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
         if mlflow.active_run() is None:  # the run ended (its owner closed it): log_metrics would start a stray one
             return
-        mlflow.log_metrics({k: float(v) for k, v in scalars(records, extra).items()}, step=int(step))
+        mlflow.log_metrics({k: float(v) for k, v in self._scalars(records, extra).items()}, step=int(step))
 
     def close(self) -> None:
         if mlflow.active_run() is not None and self._trajectory is not None and self._trajectory.is_file():

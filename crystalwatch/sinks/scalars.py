@@ -3,7 +3,8 @@
 * ``crystal/<task>/<metric>`` for every finite metric, ``crystal/<task>/state`` (the state's stable code
   from :data:`crystalwatch.phases.STATE_TABLE`, -1 for an unknown state), ``crystal/<task>/top_prob``,
   ``crystal/<task>/answer/<answer>`` (the probability of the consensus's three most likely answers and of the
-  answer that gained most since the reference);
+  answer that gained most since the reference; with :class:`Scalars`, an answer once logged stays logged, so
+  each is one unbroken line);
 * ``crystal/summary/<state>`` (tasks per state, every state of the table, zeros included),
   ``crystal/summary/transitions`` and the caller's extras (errors, measure_seconds) under ``crystal/summary/``.
 """
@@ -24,10 +25,12 @@ SUMMARY = f"{PREFIX}/summary"
 TABLE_METRICS = table_metrics()  # crystalwatch.metrics.METRIC_TABLE
 TABLE_COLUMNS = ("step", "label", "task", "state", "candidate", "seed", *TABLE_METRICS)
 ANSWERS = 3  # the most likely answers per task whose probability every tracker gets (plus the rising one)
+KEPT = 8  # at most this many answers per task stay logged once they have been (key count stays bounded)
 
 
-def task_scalars(record: Record) -> dict[str, float | int]:
-    """``crystal/<task>/...`` scalars of one record: its finite metrics, state code and top probability."""
+def task_scalars(record: Record, kept: Sequence[str] = ()) -> dict[str, float | int]:
+    """``crystal/<task>/...`` scalars of one record: its finite metrics, state code, top probability and the
+    probability of its :func:`logged_answers` and of the answers in ``kept``."""
     base = f"{PREFIX}/{record.task}"
     out: dict[str, float | int] = {}
     for name, value in (record.metrics or {}).items():
@@ -39,8 +42,9 @@ def task_scalars(record: Record) -> dict[str, float | int]:
     probs = [p for p in map(number, record.consensus or ()) if p is not None]
     if probs:
         out[f"{base}/top_prob"] = max(probs)
-    for answer in logged_answers(record):
-        out[f"{base}/answer/{key_safe(answer)}"] = number(record.consensus[record.outcomes.index(answer)]) or 0.0
+    for answer in dict.fromkeys([*kept, *logged_answers(record)]):
+        if answer in record.outcomes:
+            out[f"{base}/answer/{key_safe(answer)}"] = number(record.consensus[record.outcomes.index(answer)]) or 0.0
     return out
 
 
@@ -72,13 +76,23 @@ def summary_scalars(records: Sequence[Record], extra: dict[str, Any] | None = No
     return out
 
 
-def scalars(records: Sequence[Record], extra: dict[str, Any] | None = None) -> dict[str, float | int]:
-    """Every scalar of one measurement: each task's, then the summary."""
-    out: dict[str, float | int] = {}
-    for record in records:
-        out.update(task_scalars(record))
-    out.update(summary_scalars(records, extra))
-    return out
+class Scalars:
+    """Every scalar of each measurement of one run (a sink's own): each task's, then the summary. An answer logged
+    once for a task (up to :data:`KEPT` per task) is logged at every later measurement, so that a tracker draws it
+    as one line from the step it first led to the end, falling included."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, list[str]] = {}  # task -> answers logged so far, in the order they were first logged
+
+    def __call__(self, records: Sequence[Record], extra: dict[str, Any] | None = None) -> dict[str, float | int]:
+        out: dict[str, float | int] = {}
+        for record in records:
+            kept = self.kept.setdefault(record.task, [])
+            out.update(task_scalars(record, kept))
+            kept += [a for a in logged_answers(record) if a not in kept][: max(0, KEPT - len(kept))]
+        out.update(summary_scalars(records, extra))
+        return out
+
 
 
 def imaged(records: Sequence[Record], mode: str, seen: set[str]) -> list[Record]:

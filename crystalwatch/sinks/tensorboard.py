@@ -4,12 +4,14 @@ It writes its own event files under ``<output_dir>/runs/crystalwatch`` (``$TENSO
 set, as the Trainer's TensorBoard callback does), so TensorBoard shows crystalwatch as a run beside the
 Trainer's. Scalars use the keys of :mod:`crystalwatch.sinks.scalars` at the global step; the bars are
 images ``crystal/<task>/bars`` (drawn with Pillow: :func:`crystalwatch.bars.bars_rgb`); the measurement's rows
-of the phase table are markdown text ``crystal/phase_table``.
+of the phase table are markdown text ``crystal/phase_table``. The Custom Scalars tab gets one chart per task with its
+answers' lines together (``crystal/<task>/answer/*``): the answers over steps.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from crystalwatch.bars import bars_rgb
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
-from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, scalars, table_row
+from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, Scalars, imaged, table_row
 
 
 def _cell(value: Any) -> str:
@@ -41,6 +43,7 @@ class TensorBoardSink:
         self._imaged: set[str] = set()
         self.log_dir = Path(log_dir) if log_dir else None
         self._writer: Any = None
+        self._scalars = Scalars()
 
     def start(self, run: RunInfo) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -55,7 +58,10 @@ class TensorBoardSink:
     def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
         if self._writer is None:
             return
-        for key, value in scalars(records, extra).items():
+        if not self._scalars.kept:  # the first measurement: one multi-line chart per task, answers together
+            self._writer.add_custom_scalars({"crystalwatch: answers over steps": {
+                r.task: ["Multiline", [f"^{re.escape(PREFIX)}/{re.escape(r.task)}/answer/"]] for r in records}})
+        for key, value in self._scalars(records, extra).items():
             self._writer.add_scalar(key, value, step)
         for record in imaged(records, self.images, self._imaged):
             self._writer.add_image(f"{PREFIX}/{record.task}/bars", bars_rgb(record), step, dataformats="HWC")

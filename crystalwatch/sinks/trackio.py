@@ -17,7 +17,7 @@ import trackio
 
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
-from crystalwatch.sinks.scalars import scalars
+from crystalwatch.sinks.scalars import Scalars
 
 
 class TrackioSink:
@@ -27,6 +27,7 @@ class TrackioSink:
 
     def __init__(self, **_: Any) -> None:
         self._owned = False
+        self._scalars = Scalars()
 
     def start(self, run: RunInfo) -> None:
         if trackio.context_vars.current_run.get() is None:
@@ -37,7 +38,7 @@ class TrackioSink:
     def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
         if trackio.context_vars.current_run.get() is None:  # the run ended (its owner finished it)
             return
-        trackio.log(dict(scalars(records, extra)), step=int(step))
+        trackio.log(dict(self._scalars(records, extra)), step=int(step))
         for alert in getattr(records, "alerts", ()):
             trackio.alert(title=alert.title, text=alert.text, level=trackio.AlertLevel(alert.level.lower()))
 

@@ -2,8 +2,10 @@
 
 Per measurement ONE ``run.log`` keyed by ``train/global_step`` (never ``step=``, which drops rows whose step
 is below wandb's internal counter): the scalars of :mod:`crystalwatch.sinks.scalars`, the
-``crystal/phase_table`` (one INCREMENTAL ``wandb.Table`` per run) and ``crystal/<task>/bars``, W&B's native bar
-chart of a small table (:func:`crystalwatch.bars.bar_rows`; no image is drawn). The measurement's alerts
+``crystal/phase_table`` (one INCREMENTAL ``wandb.Table`` per run), ``crystal/<task>/answers`` (W&B's native
+line-series chart of the task's leading answers over the run's steps, with the nearest seed's probability of the
+top answer as a flat reference line, redrawn at every measurement) and ``crystal/<task>/bars``, W&B's native bar
+chart of a small table (:func:`crystalwatch.bars.bar_rows`). No image is drawn. The measurement's alerts
 (planned by :mod:`crystalwatch.actions`: transitions into ``alert_states``, rate-limited, and a stop) become
 ``run.alert`` calls.
 
@@ -28,7 +30,7 @@ import wandb.plot
 from crystalwatch.bars import BAR_COLUMNS, bar_rows, title
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
-from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, imaged, scalars, table_row
+from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, Scalars, imaged, table_row
 
 __all__ = ["TABLE_KEY", "WandbSink", "finish_stage"]
 
@@ -66,6 +68,30 @@ def library_artifact_name(base_model: str | None) -> str:
     return f"seed-library-{slug}"[:120]
 
 
+def answers_chart(history: Sequence[Record], answers: Sequence[str]) -> Any:
+    """One task's ``answers`` over the steps of ``history`` (its records so far) as W&B's native line-series chart,
+    plus a flat line at the probability the latest record's nearest seed gives its top answer (where the task
+    would settle if it crystallised onto that seed), titled with the latest state."""
+    last = history[-1]
+    xs = [r.step for r in history]
+    ys = [[_prob(r, a) for r in history] for a in answers]
+    keys = list(answers)
+    if last.seed and len(last.seed_centroid) == len(last.outcomes) and last.consensus:
+        top = max(range(len(last.consensus)), key=lambda i: last.consensus[i])
+        ys.append([float(last.seed_centroid[top])] * len(xs))
+        keys.append(f"seed {last.seed}: {last.outcomes[top]}")
+    onto = f" onto {last.seed}" if last.seed and last.state not in ("liquid", "melted") else ""
+    return wandb.plot.line_series(xs=xs, ys=ys, keys=keys, xname="step",
+                                  title=f"{last.task}: answers over steps (now {last.state}{onto})")  # fmt: skip
+
+
+def _prob(record: Record, answer: str) -> float:
+    try:
+        return float(record.consensus[record.outcomes.index(answer)])
+    except (ValueError, IndexError, TypeError):
+        return float("nan")
+
+
 def bars_chart(record: Record) -> Any:
     """The task's consensus against its nearest seed as W&B's native bar chart (a ``wandb.plot.bar`` of
     :func:`crystalwatch.bars.bar_rows`, titled by :func:`crystalwatch.bars.title`)."""
@@ -92,6 +118,8 @@ class WandbSink:
         self._table: wandb.Table | None = None
         self._logged_rows = 0  # rows of _table that reached a successful log call
         self._last_step = 0
+        self._scalars = Scalars()  # answers kept per task: the same lines in the scalars and the answers chart
+        self._history: dict[str, list[Record]] = {}  # task -> its records so far (the answers chart's data)
 
     def _bind(self) -> Any:
         """The active run; on a new run, define the step metric of the ``crystal/*`` keys."""
@@ -138,8 +166,14 @@ class WandbSink:
         run = self._bind()
         if run is None:
             return
-        payload: dict[str, Any] = {STEP_KEY: int(step), **scalars(records, extra)}
+        payload: dict[str, Any] = {STEP_KEY: int(step), **self._scalars(records, extra)}
         payload.update({f"{PREFIX}/{r.task}/bars": bars_chart(r) for r in imaged(records, self.images, self._imaged)})
+        for r in records:
+            history = self._history.setdefault(r.task, [])
+            history.append(Record(r.run, r.index, r.step, r.task, r.outcomes, r.consensus, {}, r.state, label=r.label,
+                                  seed=r.seed, seed_centroid=r.seed_centroid))  # fmt: skip  (without its variants)
+            if self.images != "none" and r.consensus:
+                payload[f"{PREFIX}/{r.task}/answers"] = answers_chart(history, self._scalars.kept.get(r.task, ()))
         self._add_rows(records)
         self._send(run, payload, int(step))
         for alert in getattr(records, "alerts", ()):  # rate-limited by crystalwatch, so W&B's own wait is 1 s

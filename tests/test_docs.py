@@ -136,3 +136,26 @@ def test_wandb_doc_names_the_phase_table_columns_and_states_the_code_has():
     codes = {int(c): s for c, s in re.findall(r"\| (\d) \| `(\w+)` ", text)}
     assert codes == {s.code: s.name for s in STATE_TABLE}
     assert f"each of the {len(STATE_TABLE)} states" in text
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_the_docs_point_at_files_and_headings_that_exist():
+    broken = []
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            if not file.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), flags=re.M)
+                if anchor not in {_slug(h) for h in headings}:
+                    broken.append(f"{doc.relative_to(ROOT)}: {target} (no heading #{anchor})")
+    assert not broken, "\n".join(broken)

@@ -97,3 +97,26 @@ def test_ctrl_c_is_one_line_and_other_errors_pass_through(monkeypatch, capsys, t
     monkeypatch.setattr(crystalwatch.report, "render_report", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["report", trajectory, "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_verdict_table_prints_every_cell_whole_at_terminal_widths(width, monkeypatch):
+    """On an 80-column terminal the one-checkpoint table leaves columns out (and says which), never cuts a task
+    name, a state or a number to an ellipsis."""
+    from crystalwatch.cli.tables import VERDICT_COLUMNS, print_verdicts
+    from crystalwatch.sinks.console import console
+
+    m = {"seed_distance": 0.0123, "seed_margin": 0.0456, "seed_support_mass": 0.93, "temperature": 0.71,
+         "tempered_distance": 0.0101, "seed_pvalue": 0.005, "collapse": -0.12, "coverage": 0.0123}  # fmt: skip
+    verdicts = {"rock_paper_scissors": {"state": "polycrystalline", "seed": "s12", "metrics": m},
+                "integer_1_100": {"state": "nucleating", "seed": "s1", "metrics": m}}  # fmt: skip
+    monkeypatch.setattr(console, "width", width)
+    with console.capture() as out:
+        print_verdicts(verdicts, "pypi:smollm2-135m-instruct against gemma-3-270m.seeds.json.gz")
+    text = out.get()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    for word in ("rock_paper_scissors", "polycrystalline", "integer_1_100", "nucleating", "0.012", "-0.12", "0.0123"):
+        assert word in text
+    header = text.splitlines()[1].split()
+    assert header[:4] == ["task", "state", "seed", "distance"]
+    assert (width == 200) == (header == list(VERDICT_COLUMNS)) and ("left out" in text) == (width < 200)

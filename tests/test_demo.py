@@ -73,9 +73,9 @@ def test_the_demo_doses_1_10_on_held_out_questions_unless_told_not_to():
     check_held_out(load_task("integer_1_10"), sorted({r["messages"][0]["content"] for r in rows}))
 
 
-def test_the_demo_summary_reads_in_a_log_one_row_per_task():
-    """Printed to a log (not a terminal), the summary keeps task names whole and each task's transitions on one
-    line (rich's default of 80 columns cut "integer_1…" and wrapped a transition over four lines)."""
+def test_the_demo_summary_reads_in_a_log_and_on_a_terminal():
+    """Printed to a log (not a terminal) or an 80-column terminal, the summary keeps task names whole and each
+    transition on one line (rich's default table cut "integer_1…" and wrapped a transition over four lines)."""
     import subprocess
     import sys
 
@@ -87,7 +87,11 @@ def test_the_demo_summary_reads_in_a_log_one_row_per_task():
         "wandb_mode": None})  # fmt: skip
     code = ("import json; from crystalwatch.cli.tables import print_demo_summary; "
             f"print_demo_summary(json.loads({summary!r}))")
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    row = next(line for line in out.splitlines() if "rock_paper_scissors" in line)
-    assert "40 (sft): liquid -> nucleating s2, 100 (sft): nucleating -> nucleated s2" in row, out
+    for columns in (None, "80"):
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+        assert "…" not in out and max(map(len, out.splitlines())) <= (80 if columns else 200), out
+        row = next(line for line in out.splitlines() if "rock_paper_scissors" in line)
+        assert row.split()[:6] == ["rock_paper_scissors", "nucleated", "s2", "0.100", "0.53->0.21", "rock"], out
+        assert "  step 40 (sft): rock_paper_scissors liquid -> nucleating onto s2\n" in out, out
+        assert "  step 100 (sft): rock_paper_scissors nucleating -> nucleated onto s2\n" in out, out

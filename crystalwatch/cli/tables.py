@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.table import Table
 
 from crystalwatch.metrics import temperature_text
@@ -73,34 +74,59 @@ VERDICT_NOTE = (
 )
 
 
+def _fitted(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], droppable: Sequence[str],
+            left: Sequence[str] = ("task", "state", "seed", "top")) -> None:
+    """Print a table whose every cell is whole: on a terminal too narrow for every column, the ``droppable`` ones are
+    left out in that order (and named below the table) rather than any cell cut to an ellipsis."""
+    widths = {c: max([len(c)] + [len(str(r[i])) for r in rows]) for i, c in enumerate(columns)}
+    shown = list(columns)
+    for col in droppable:
+        if sum(widths[c] + 3 for c in shown) - 3 <= console.width:  # each column: 2 of padding, 1 rule
+            break
+        shown.remove(col)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in shown:
+        table.add_column(col, justify="left" if col in left else "right", no_wrap=True)
+    for row in rows:
+        cells = dict(zip(columns, row))
+        table.add_row(*(state(cells[c]) if c == "state" else str(cells[c]) for c in shown))
+    console.print(table)
+    if len(shown) < len(columns):
+        left_out = ", ".join(c for c in columns if c not in shown)
+        console.print(f"[dim](to fit {console.width} columns, left out: {left_out})[/dim]")
+
+
+VERDICT_COLUMNS = (
+    "task", "state", "seed", "distance", "margin", "support", "T", "tempered", "p", "collapse", "coverage",
+)  # fmt: skip
+
+
 def print_verdicts(verdicts: dict[str, dict[str, Any]], title: str) -> None:
-    """One row per task: state, nearest seed and the seed metrics."""
-    table = Table(title=title, title_justify="left")
-    cols = ("task", "state", "seed", "distance", "margin", "support", "T", "tempered", "p", "collapse", "coverage")
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("task", "state", "seed") else "right")
+    """One row per task: state, nearest seed and the seed metrics (all of them in ``--json``)."""
+    rows = []
     for tid, v in verdicts.items():
         m = v["metrics"]
-        table.add_row(
-            tid, state(v["state"]), v["seed"] or "-", _num(m.get("seed_distance")), _num(m.get("seed_margin")),
+        rows.append([
+            tid, v["state"], v["seed"] or "-", _num(m.get("seed_distance")), _num(m.get("seed_margin")),
             _num(m.get("seed_support_mass"), ".2f"), temperature_text(m),
             _num(m.get("tempered_distance")), _num(m.get("seed_pvalue"), ".2g"), _num(m.get("collapse"), ".2f"),
             _num(m.get("coverage"), ".3g"),
-        )  # fmt: skip
-    console.print(table)
+        ])  # fmt: skip
+    _fitted(title, VERDICT_COLUMNS, rows, ("support", "p", "margin", "tempered", "T"))
 
 
 def print_demo_summary(summary: dict[str, Any]) -> None:
-    """Per task: final state, seed, distance, entropy before/after, top answer, and the transitions."""
-    table = Table(title="crystalwatch demo: where each task ended", title_justify="left")
-    for col in ("task", "final state", "seed", "distance", "entropy", "top", "transitions (step: from -> to)"):
-        table.add_column(col)
-    for task, t in summary["tasks"].items():
-        moves = ", ".join(f"{e['step']} ({e['stage']}): {e['from']} -> {e['to']}" + (f" {e['seed']}" if e["seed"]
-                          else "") for e in t["transitions"]) or "none"  # fmt: skip
-        table.add_row(task, state(t["state"]), t["seed"] or "-", _num(t["seed_distance"]),
-                      f"{t['entropy'][0]:.2f} -> {t['entropy'][1]:.2f}", t["top"], moves)  # fmt: skip
-    console.print(table)
+    """Per task: final state, seed, distance, entropy before -> after and top answer; then every transition, one line
+    each, in step order."""
+    rows = [[task, t["state"], t["seed"] or "-", _num(t["seed_distance"]),
+             "{:.2f}->{:.2f}".format(*t["entropy"]), t["top"]] for task, t in summary["tasks"].items()]  # fmt: skip
+    _fitted("crystalwatch demo: where each task ended", ("task", "state", "seed", "distance", "entropy", "top"), rows,
+            ("distance", "seed"))  # fmt: skip
+    moves = sorted((e["step"], task, e) for task, t in summary["tasks"].items() for e in t["transitions"])
+    console.print("transitions:" + ("" if moves else " none"))
+    for step, task, e in moves:
+        onto = f" onto {e['seed']}" if e["seed"] and e["to"] not in ("liquid", "melted") else ""
+        console.print(f"  step {step} ({e['stage']}): {task} {state(e['from'])} -> {state(e['to'])}{onto}")
     stages = ", ".join(f"{s['name']} {s['steps']} steps {s['seconds']:.0f} s" for s in summary["stages"])
     console.print(f"total {summary['seconds']:.0f} s (seed library {summary['library_seconds']:.0f} s; {stages})")
     console.print(f"trajectory: {summary['trajectory']}\nreport: {summary['report']}")

@@ -45,7 +45,7 @@ STATE_TABLE: tuple[State, ...] = (
     State("foreign", 5, "#9e9ac8", "bold red", "an answer no seed of the base favours has taken over"),
     State("polycrystalline", 6, "#74c476", "magenta", "each prompt sharp, but the prompts disagree"),
     State("no_signal", 7, "#bdbdbd", "dim", "too little mass on valid answers to judge (coverage low)"),
-    State("melted", 8, "#e7e1ef", "bold blue", "flatter than the reference, and no answer is gaining a majority"),
+    State("melted", 8, "#fa9fb5", "bold blue", "flatter than the reference, and no answer is gaining a majority"),
 )  # fmt: skip
 UNKNOWN_CODE = -1  # a state this version does not know (read from a newer file)
 UNKNOWN_COLOUR = "#636363"

@@ -244,12 +244,16 @@ def report_command(
                                                             "side by side, each task's runs overlaid).")],
     out: Annotated[Path, typer.Option(help="Folder for the PNGs and index.html.")],
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    seeds: Annotated[Path | None, typer.Option(help="Re-read the runs against this seed library with this version's "
+                                               "phase model first (runs written by older versions).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated task ids: only these (default: all).")] = None,
 ) -> None:
     """Render one or more trajectories as PNG plots and an index.html."""
     from crystalwatch.report import render_report
 
     with _errors():
-        index = render_report(trajectories, out, title=title)
+        chosen = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+        index = render_report(trajectories, out, title=title, seeds=seeds, tasks=chosen)
     console.print(f"report written to {index}")
 
 

@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from crystalwatch.errors import CrystalwatchError
 from crystalwatch.files import ensure_folder, write_atomic
 from crystalwatch.records import SCHEMA, Record, read_trajectory
 from crystalwatch.report.data import Runs, _group, _slugs
@@ -23,18 +24,37 @@ __all__ = ["render_report"]
 
 
 def render_report(
-    trajectory: str | Path | list[Record] | list[str | Path], out_dir: str | Path, *, title: str | None = None
+    trajectory: str | Path | list[Record] | list[str | Path],
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    seeds: str | Path | None = None,
+    tasks: list[str] | None = None,
 ) -> Path:
     """Render PNGs + index.html for a trajectory (a path, or records: :class:`Record` or their JSON objects) or
-    several trajectories side by side (a list of paths: each task's runs overlaid); return the index.html path."""
+    several trajectories side by side (a list of paths: each task's runs overlaid); return the index.html path.
+    With ``seeds`` (a seed library file), the runs are first re-read against it with this version's phase model
+    (:func:`crystalwatch.trajectory.reread`), so runs written by older versions show today's readings. ``tasks``:
+    only these tasks (all by default)."""
     if isinstance(trajectory, list) and trajectory and all(isinstance(t, (str, Path)) for t in trajectory):
         records = side_by_side([Path(t) for t in trajectory])
     elif isinstance(trajectory, list):
         records = [r if isinstance(r, Record) else Record.from_json({"schema": SCHEMA, **r}) for r in trajectory]
     else:
         records = read_trajectory(trajectory)
+    if tasks:
+        missing = sorted(set(tasks) - {r.task for r in records})
+        if missing:
+            raise CrystalwatchError(f"no records of task(s) {', '.join(missing)} in the trajectory (it has "
+                             f"{', '.join(sorted({r.task for r in records}))})")  # fmt: skip
+        records = [r for r in records if r.task in tasks]
     if not records:
         raise ValueError("the trajectory has no records: nothing to report (was the run measured at least once?)")
+    if seeds is not None:
+        from crystalwatch.seeds import SeedLibrary
+        from crystalwatch.trajectory import reread
+
+        records = reread(records, SeedLibrary.load(seeds))
     out = ensure_folder(out_dir)
     tasks = _group(records)
     run_names = list(dict.fromkeys(r.run for r in records))

@@ -76,13 +76,14 @@ def _text(s: Any) -> str:
 
 
 def _step_labels(recs: list[Record]) -> dict[float, str]:
-    """step -> its tick label: the records' labels where given (with the step when labels repeat), else the step."""
-    labels: dict[float, list[str]] = {}
+    """step -> its tick label: the records' labels where given (with the step when labels repeat), else the step.
+    A step whose records carry different labels (runs side by side, each labelled by its arm) shows the step alone."""
+    labels: dict[float, set[str]] = {}
     for r in recs:
-        names = labels.setdefault(r.step, [])
-        if r.label and r.label not in names:
-            names.append(r.label)
-    texts = {step: "/".join(names) for step, names in sorted(labels.items())}
+        labels.setdefault(r.step, set()).add(r.label or "")
+    texts = {step: next(iter(names)) if len(names) == 1 else "" for step, names in sorted(labels.items())}
+    if len(set(texts.values())) == 1:  # one label throughout (the run's stage or arm): the steps say more
+        return {step: f"{step:g}" for step in texts}
     if len(set(texts.values())) < len(texts):  # stage labels repeat (a training run): show the step too
         return {step: f"{step:g} {text}".strip() for step, text in texts.items()}
     return {step: text or f"{step:g}" for step, text in texts.items()}

@@ -8,14 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from crystalwatch.metrics import temperature_text
 from crystalwatch.records import Record
-from crystalwatch.report.data import TABLE_METRICS, Runs, _colour, _num, _transitions
+from crystalwatch.report.data import Runs, _colour, _num, _transitions
 
+# The summary's metrics: how sharp and how far it moved (the phase table in W&B and the trajectory have all of them).
+SUMMARY_METRICS = ("collapse", "entropy", "diversity", "coverage", "seed_distance", "seed_evidence")
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
 table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.wide { overflow-x: auto; } td.moves { font-size: 0.85em; min-width: 16em; }
 img { max-width: 100%; } section { margin-top: 2.5em; border-top: 1px solid #ddd; }
 .meta { color: #555; } .state { font-weight: 600; }
 """
@@ -28,12 +30,6 @@ def _esc(value: Any) -> str:
 def _fmt(value: Any) -> str:
     v = _num(value)
     return "–" if math.isnan(v) else f"{v:.3g}"
-
-
-def _metric_text(metrics: dict[str, Any], name: str) -> str:
-    if name == "temperature" and not math.isnan(_num(metrics.get(name))):
-        return _esc(temperature_text({k: _num(v) for k, v in metrics.items()}, ".3g"))
-    return _fmt(metrics.get(name))
 
 
 def _state_cell(state: str) -> str:
@@ -52,8 +48,13 @@ def _top_outcome(record: Record) -> str:
 
 
 def _checkpoints(records: list[Record]) -> str:
-    """'base @0, sft @100, ...' for the labelled measurements (a checkpoint ladder); '' without labels."""
-    seen = dict.fromkeys((r.run, r.index, r.step, r.label) for r in records if r.label)
+    """'base @0, sft @100, ...' for the labelled measurements of the runs whose labels change (a checkpoint ladder, a
+    chain of stages); '' when every run has one label throughout (its stage or its arm: said by the run's name)."""
+    labels: dict[str, set[str]] = {}
+    for r in records:
+        labels.setdefault(r.run, set()).add(r.label or "")
+    ladders = {run for run, names in labels.items() if len(names) > 1}
+    seen = dict.fromkeys((r.run, r.index, r.step, r.label) for r in records if r.label and r.run in ladders)
     return ", ".join(f"{label} @{step}" for _, _, step, label in sorted(seen, key=lambda k: k[:2]))
 
 
@@ -66,9 +67,9 @@ def _summary_rows(tasks: dict[str, Runs], slugs: dict[str, str], several: bool) 
             cells = [f'<td><a href="#task-{_esc(slugs[task])}">{_esc(task)}</a></td>']
             cells += [f"<td>{_esc(run)}</td>"] if several else []
             cells += [_state_cell(last.state), f"<td>{_esc(last.get('seed') or '–')}</td>"]
-            cells += [f'<td class="num">{_metric_text(metrics, m)}</td>' for m in TABLE_METRICS]
             cells.append(f"<td>{_esc(_top_outcome(last))}</td>")
-            cells.append(f"<td>{_esc(', '.join(_transitions(recs)) or '–')}</td>")
+            cells += [f'<td class="num">{_fmt(metrics.get(m))}</td>' for m in SUMMARY_METRICS]
+            cells.append(f"<td class='moves'>{_esc(', '.join(_transitions(recs)) or '–')}</td>")
             rows.append(f"<tr>{''.join(cells)}</tr>")
     return rows
 
@@ -87,7 +88,9 @@ def page(records: list[Record], tasks: dict[str, Runs], images: dict[str, Any], 
     times = sorted(r.time for r in records if r.time)
     checkpoints = _checkpoints(records)
     span = f" from {_esc(times[0])} to {_esc(times[-1])}" if times else ""
-    head = ["task", *(["run"] if several else []), "final state", "seed", *TABLE_METRICS, "top outcome", "transitions"]
+    head = ["task", *(["run"] if several else []), "final state", "seed", "top outcome", *SUMMARY_METRICS,
+            "transitions"]  # fmt: skip
+    head = [h.replace("_", " ") for h in head]  # seed distance: a header that can wrap
     parts = [
         f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>",
         f"<style>{CSS}</style></head><body>",
@@ -96,10 +99,10 @@ def page(records: list[Record], tasks: dict[str, Runs], images: dict[str, Any], 
         f"{measurements} measurement{'s' if measurements != 1 else ''} of {len(tasks)} task(s){span} · "
         f"model{'s' if len(models) != 1 else ''}: {_esc(', '.join(models) or 'unknown')}</p>",
         f"<p class='meta'>Checkpoints: {_esc(checkpoints)}</p>" if checkpoints else "",
-        "<h2>Summary (last measurement)</h2><table>",
+        "<h2>Summary (last measurement)</h2><div class='wide'><table>",
         "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>",
         *_summary_rows(tasks, slugs, several),
-        "</table>",
+        "</table></div>",
         "<h2>Phase timeline</h2>",
         *(_img(name, f"phase timeline of {run}") for run, name in images["timelines"].items()),
     ]

@@ -202,3 +202,25 @@ def test_runs_side_by_side_from_files_and_run_folders(tmp_path):
     assert "dose/run-a, control/run-a" in index.read_text(encoding="utf-8")
     recs = [Record.from_json(r.to_json()) for r in _two_tasks() if r.task == "integer_1_10"]
     assert leading_answers({"r": recs})[0] == 0  # the answer that rose to 0.7 comes first
+
+
+def test_report_rereads_old_runs_with_todays_phase_model_and_picks_tasks(tmp_path):
+    """`crystalwatch report --seeds LIB --tasks T`: the calibration arms were written by phase model v2 (1-10 `liquid`
+    to the end of `seed25` as stored); re-read against the gemma library, the page shows today's readings."""
+    from typer.testing import CliRunner
+
+    from crystalwatch.cli import app
+
+    root = Path(__file__).parent.parent
+    arms = [root / "docs" / "experiments" / "calibration" / arm for arm in ("null", "seed25")]
+    library = root / "docs" / "real" / "gemma-3-270m.seeds.json.gz"
+    written = [r.state for r in read_trajectory(arms[1] / "trajectory.jsonl") if r.task == "integer_1_10"]
+    assert set(written) == {"liquid"}  # as written on 2026-12-02
+    run = CliRunner().invoke(app, ["report", *map(str, arms), "--seeds", str(library), "--tasks", "integer_1_10",
+                                   "--out", str(tmp_path / "r")])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "nucleating→nucleated @110 (s2)" in page and "weekday" not in page
+    assert sorted(p.name for p in (tmp_path / "r").glob("answers-*.png")) == ["answers-integer_1_10.png"]
+    bad = CliRunner().invoke(app, ["report", str(arms[0]), "--tasks", "integer_1_10,nope", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "no records of task(s) nope" in bad.output and "Traceback" not in bad.output

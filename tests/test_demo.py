@@ -44,6 +44,10 @@ def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
     dpo_rows = [h for h in runs["dpo"]["history"] if "crystal/coin_flip/entropy" in h]
     assert [h["train/global_step"] for h in dpo_rows] == [6]  # its own step axis; step 0 = SFT's last measurement
     assert any("train/loss" in h for h in runs["dpo"]["history"])
+    chart = runs["sft"]["charts"]["crystal/integer_1_10/answers"]  # the answers over steps, one chart per task
+    assert chart["panelDefId"] == "wandb/lineseries/v0" and chart["stringSettings"]["xname"] == "step"
+    lines = runs["sft"]["tables"]["crystal/integer_1_10/answers_table"]["data"]
+    assert sorted({step for step, _, _ in lines}) == [0, 10, 20, 30] and len({key for _, key, _ in lines}) >= 3
     assert os.path.isdir(summary["stages"][0]["wandb_dir"])
 
 

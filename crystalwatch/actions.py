@@ -25,6 +25,8 @@ from crystalwatch.errors import CrystalwatchError
 from crystalwatch.phases import Event
 from crystalwatch.records import Record, number
 
+ALERT_STATES = ("nucleating", "nucleated", "foreign")  # alerted by default: a takeover, onto a seed or not
+
 logger = logging.getLogger("crystalwatch")
 
 MAX_ALERTS = 5  # per measurement
@@ -101,7 +103,7 @@ class Actions:
     save_on: Sequence[str] = ()
     stop_on: Sequence[str] = ()
     on_transition: Callable[[Transition], Any] | None = None
-    alert_states: Sequence[str] = ("nucleating", "nucleated", "foreign")  # empty: no alerts
+    alert_states: Sequence[str] = ALERT_STATES  # empty: no alerts
     alert_min_interval_s: float = 300.0
     clock: Callable[[], float] = time.monotonic
     guard: Callable[[str], Any] | None = None  # the Monitor's error policy around on_transition

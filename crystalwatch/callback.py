@@ -26,13 +26,12 @@ from typing import Any
 from transformers import TrainerCallback
 
 from crystalwatch.actions import Transition
-from crystalwatch.monitor import Monitor
+from crystalwatch.monitor import STATE_FILE, Monitor
 from crystalwatch.records import Record, read_trajectory, run_files
 from crystalwatch.seeds import SeedLibrary
 from crystalwatch.settings import CrystalWatchConfig
 
 logger = logging.getLogger("crystalwatch")
-STATE_FILE = "crystalwatch_state.json"
 
 __all__ = ["STATE_FILE", "CrystalWatchCallback", "CrystalWatchConfig", "trajectory_of"]
 

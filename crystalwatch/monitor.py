@@ -63,6 +63,7 @@ def _own_time(method: Callable[..., Any]) -> Callable[..., Any]:
     return timed
 
 
+STATE_FILE = "crystalwatch_state.json"  # the monitor's state in a checkpoint folder (resume continues the run)
 # The training loop's signals a record keeps (``Monitor.log``): TRL's SFT, DPO and GRPO logs, and any loop's loss.
 TRAINER_SIGNALS = ("loss", "grad_norm", "entropy", "mean_token_accuracy", "rewards/margins", "rewards/accuracies",
                    "rewards/chosen", "rewards/rejected", "reward", "reward_std", "frac_reward_zero_std", "kl",
@@ -262,7 +263,7 @@ class Monitor:
         self.run_name = state.get("run") or self.run_name
 
     @_own_time
-    def save_state(self, folder: str | Path, name: str = "crystalwatch_state.json") -> None:
+    def save_state(self, folder: str | Path, name: str = STATE_FILE) -> None:
         """Write :meth:`state_dict` into a checkpoint folder (main process; all or nothing)."""
         if self.main and self.active:
             with self.guard("saving the monitor state"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from crystalwatch.actions import ALERT_STATES
 from crystalwatch.errors import CrystalwatchError, check_choice, check_int, check_number, did_you_mean
 from crystalwatch.phases import STATES, PhaseConfig
 from crystalwatch.scoring.backend import check_settings
@@ -53,7 +54,7 @@ class CrystalWatchConfig:
     trajectory: str | None = setting(None, "default: <output_dir>/crystalwatch/trajectory.jsonl")
     report_to: str | list[str] | None = setting(None, "trackers; None: the Trainer's args.report_to (Monitor: none)")
     alerts: bool = setting(True, "alerts on transitions into alert_states: W&B and trackio alerts, and a log line")
-    alert_states: tuple[str, ...] = setting(("nucleating", "nucleated", "foreign"),
+    alert_states: tuple[str, ...] = setting(ALERT_STATES,
                                             "states whose transitions raise a tracker alert ('warning': the early "
                                             "warning)")
     alert_min_interval_s: float = setting(300.0, "seconds between two alerts of the same (task, state)")

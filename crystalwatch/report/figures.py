@@ -160,9 +160,9 @@ def _plot_answers(task: str, runs: Runs, path: Path) -> None:
     first = next(iter(runs.values()))[0]
     outcomes = [str(o) for o in first.outcomes]
     answers = leading_answers(runs)
-    height = 1.6 + 2.3 * len(runs)
+    height = 1.85 + 2.3 * len(runs)
     fig = Figure(figsize=(10, height))
-    fig.subplots_adjust(left=0.07, right=0.83, top=1 - 0.55 / height, bottom=1.15 / height, hspace=0.35)
+    fig.subplots_adjust(left=0.07, right=0.83, top=1 - 0.55 / height, bottom=1.4 / height, hspace=0.35)
     axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False).ravel()
     everything = [r for recs in runs.values() for r in recs]
     labels = _step_labels(everything)

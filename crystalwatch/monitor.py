@@ -344,16 +344,16 @@ class Monitor:
                            prompts, self._plan.kind, self.cadence, self.trajectory,
                            ", ".join(s.name for s in self.sinks))  # fmt: skip
 
-    def _emit(self, records: Reading, step: int, seconds: float) -> None:
+    def _emit(self, reading: Reading, step: int, seconds: float) -> None:
         """Main process only: every sink in order, the trajectory first (so tracker trouble loses nothing)."""
         extra = {"errors": float(self.errors), "measure_seconds": seconds}
         signals = {key: total / count for key, (total, count) in self._logged.items()}
         self._logged = {}
-        for r in records:
+        for r in reading:
             r.trainer = signals
         for sink in self.sinks:
             with self.guard(f"writing to the {sink.name} sink"):
-                sink.write(records, step, extra)
+                sink.write(reading, step, extra)
 
 
 def _configured(

@@ -14,6 +14,7 @@ from test_wandb_sink import info, measurement_rows, record
 from wandb_run import read_offline_run
 
 from crystalwatch import Monitor, phases
+from crystalwatch.actions import Reading
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.phases import STATE_TABLE, State, state_code
 from crystalwatch.sinks.base import tracker_names
@@ -146,7 +147,7 @@ def test_a_state_added_to_the_table_reaches_every_sink_with_its_own_code(tmp_pat
         sink.start(run)
         if isinstance(sink, WandbSink):
             wandb_dir = Path(wandb.run.dir).parent
-        sink.write(records, 20, {})
+        sink.write(Reading(records), 20, {})
         sink.close()
 
     assert {s.name: s.code for s in phases.STATE_TABLE if s.name in before} == before

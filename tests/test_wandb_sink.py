@@ -10,7 +10,7 @@ import pytest
 import wandb
 from wandb_run import latest_run_dir, read_offline_run
 
-from crystalwatch.actions import MAX_ALERTS, Actions
+from crystalwatch.actions import MAX_ALERTS, Actions, Reading
 from crystalwatch.bars import BAR_COLUMNS
 from crystalwatch.phases import STATES, state_code
 from crystalwatch.records import Record
@@ -221,7 +221,7 @@ def test_noop_on_a_disabled_run(tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "run", disabled)  # WANDB_MODE=disabled: a no-op run
     sink = WandbSink()
     sink.start(info(tmp_path, tmp_path / "missing.json"))  # the file is never read
-    sink.write([record("a", 3, "liquid")], 3, {"errors": 1})
+    sink.write(Reading([record("a", 3, "liquid")]), 3, {"errors": 1})
     sink.close()
     assert not any(tmp_path.iterdir())
 
@@ -235,7 +235,7 @@ def test_without_a_run_the_sink_starts_and_finishes_its_own(tmp_path):
     sink.start(info(tmp_path, trajectory=trajectory))
     assert wandb.run is not None and wandb.run.name == "t"
     folder = Path(wandb.run.dir).parent
-    sink.write(MEASUREMENTS[0], 0, {})
+    sink.write(Reading(MEASUREMENTS[0]), 0, {})
     sink.close()
     assert wandb.run is None
     data = read_offline_run(folder)
@@ -264,14 +264,14 @@ def test_a_failed_log_loses_no_row_and_alerts_go_out_with_the_next(tmp_path, mon
         sink.write(actions.decide(measure(0)), 0, {})  # 5 alerts: the last one says 2 more were not alerted
         monkeypatch.setattr(run, "log", broken_log)
         with pytest.raises(RuntimeError, match="W&B is down"):
-            sink.write(measure(10), 10, {})  # nothing logged
+            sink.write(Reading(measure(10)), 10, {})  # nothing logged
         monkeypatch.setattr(run, "log", real_log)
         clock.now += 100
         sink.write(actions.decide(measure(20)), 20, {})  # re-sends step 10's rows; alerts the 2 not alerted yet
         clock.now += 300
         monkeypatch.setattr(run, "log", broken_log)
         with pytest.raises(RuntimeError):
-            sink.write(measure(30), 30, {})
+            sink.write(Reading(measure(30)), 30, {})
         monkeypatch.setattr(run, "log", real_log)
         sink.close()  # flushes step 30's rows
     finally:

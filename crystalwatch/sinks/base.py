@@ -20,10 +20,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from crystalwatch.errors import CrystalwatchError, did_you_mean
-from crystalwatch.records import Record
+
+if TYPE_CHECKING:  # the type of what write() receives
+    from crystalwatch.actions import Reading
 
 
 @dataclass
@@ -42,13 +44,15 @@ class RunInfo:
 
 @runtime_checkable
 class Sink(Protocol):
-    """Where measurements go. ``write`` gets one measurement: one record per task, all at ``step``."""
+    """Where measurements go. ``write`` gets one measurement as a :class:`~crystalwatch.actions.Reading`: a list with
+    one record per task, all at ``step``, and what the measurement asks for (``transitions``, ``alerts``, ``save``,
+    ``stop``); ``extra`` holds the monitor's own numbers (errors, measure_seconds)."""
 
     name: str
 
     def start(self, run: RunInfo) -> None: ...
 
-    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None: ...
+    def write(self, reading: Reading, step: int, extra: dict[str, float]) -> None: ...
 
     def close(self) -> None: ...
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from crystalwatch.phases import TAKEOVER, state_info
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
+
+if TYPE_CHECKING:  # the type of what write() receives; nothing of it runs here
+    from crystalwatch.actions import Reading
 
 LOG_WIDTH = 200  # columns of a table printed to a log (the demo's summary: a task and its transitions on one line)
 
@@ -61,9 +64,9 @@ class ConsoleSink:
     def start(self, run: RunInfo) -> None:
         pass
 
-    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
-        print_start(records, self.told)
-        print_events(records)
+    def write(self, reading: Reading, step: int, extra: dict[str, float]) -> None:
+        print_start(reading, self.told)
+        print_events(reading)
 
     def close(self) -> None:
         pass

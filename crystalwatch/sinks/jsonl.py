@@ -6,9 +6,10 @@ cutting it back when a run resumes from a checkpoint, and replaying a run's reco
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from crystalwatch.files import append_lines, ensure_folder, write_atomic
 from crystalwatch.phases import PhaseTracker
 from crystalwatch.records import Record, TrajectoryError, read_trajectory, record_lines
 from crystalwatch.sinks.base import RunInfo
+
+if TYPE_CHECKING:  # the type of what write() receives; nothing of it runs here
+    from crystalwatch.actions import Reading
 
 
 class TrajectoryWriter:
@@ -103,9 +107,9 @@ class JsonlSink:
     def start(self, run: RunInfo) -> None:
         pass
 
-    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
-        self.writer.write(records)
-        self.count += len(records)
+    def write(self, reading: Reading, step: int, extra: dict[str, float]) -> None:
+        self.writer.write(reading)
+        self.count += len(reading)
 
     def close(self) -> None:
         pass

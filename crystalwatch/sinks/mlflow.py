@@ -8,15 +8,16 @@ closed. The tracking URI is MLflow's own (``$MLFLOW_TRACKING_URI``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 
-from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import Scalars
+
+if TYPE_CHECKING:  # the type of what write() receives; nothing of it runs here
+    from crystalwatch.actions import Reading
 
 PARAM_LIMIT = 500  # MLflow parameter values are short strings
 
@@ -40,10 +41,10 @@ class MLflowSink:
         params["crystalwatch.seed_library_digest"] = str(run.library_digest)
         mlflow.log_params(params)
 
-    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+    def write(self, reading: Reading, step: int, extra: dict[str, float]) -> None:
         if mlflow.active_run() is None:  # the run ended (its owner closed it): log_metrics would start a stray one
             return
-        mlflow.log_metrics({k: float(v) for k, v in self._scalars(records, extra).items()}, step=int(step))
+        mlflow.log_metrics({k: float(v) for k, v in self._scalars(reading, extra).items()}, step=int(step))
 
     def close(self) -> None:
         if mlflow.active_run() is not None and self._trajectory is not None and self._trajectory.is_file():

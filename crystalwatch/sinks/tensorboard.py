@@ -14,12 +14,15 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crystalwatch.bars import bars_rgb
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, Scalars, imaged, table_row
+
+if TYPE_CHECKING:  # the type of what write() receives; nothing of it runs here
+    from crystalwatch.actions import Reading
 
 
 def _cell(value: Any) -> str:
@@ -55,17 +58,17 @@ class TensorBoardSink:
         self._writer.add_text(f"{PREFIX}/config", f"run {run.name}, seed library {run.library_digest} "
                               f"(base {run.library_model})", 0)  # fmt: skip
 
-    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+    def write(self, reading: Reading, step: int, extra: dict[str, float]) -> None:
         if self._writer is None:
             return
         if not self._scalars.kept:  # the first measurement: one multi-line chart per task, answers together
             self._writer.add_custom_scalars({"crystalwatch: answers over steps": {
-                r.task: ["Multiline", [f"^{re.escape(PREFIX)}/{re.escape(r.task)}/answer/"]] for r in records}})
-        for key, value in self._scalars(records, extra).items():
+                r.task: ["Multiline", [f"^{re.escape(PREFIX)}/{re.escape(r.task)}/answer/"]] for r in reading}})
+        for key, value in self._scalars(reading, extra).items():
             self._writer.add_scalar(key, value, step)
-        for record in imaged(records, self.images, self._imaged):
+        for record in imaged(reading, self.images, self._imaged):
             self._writer.add_image(f"{PREFIX}/{record.task}/bars", bars_rgb(record), step, dataformats="HWC")
-        self._writer.add_text(f"{PREFIX}/phase_table", phase_table_markdown(records), step)
+        self._writer.add_text(f"{PREFIX}/phase_table", phase_table_markdown(reading), step)
         self._writer.flush()
 
     def close(self) -> None:

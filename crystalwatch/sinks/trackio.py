@@ -10,14 +10,15 @@ The Trainer's trackio callback starts the run (``report_to="trackio"``); in a lo
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trackio
 
-from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import Scalars
+
+if TYPE_CHECKING:  # the type of what write() receives; nothing of it runs here
+    from crystalwatch.actions import Reading
 
 
 class TrackioSink:
@@ -35,11 +36,11 @@ class TrackioSink:
                          config={"crystalwatch": run.config})  # fmt: skip
             self._owned = True
 
-    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
+    def write(self, reading: Reading, step: int, extra: dict[str, float]) -> None:
         if trackio.context_vars.current_run.get() is None:  # the run ended (its owner finished it)
             return
-        trackio.log(dict(self._scalars(records, extra)), step=int(step))
-        for alert in getattr(records, "alerts", ()):
+        trackio.log(dict(self._scalars(reading, extra)), step=int(step))
+        for alert in reading.alerts:
             trackio.alert(title=alert.title, text=alert.text, level=trackio.AlertLevel(alert.level.lower()))
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wandb
 import wandb.plot
@@ -31,6 +31,9 @@ from crystalwatch.bars import BAR_COLUMNS, bar_rows, title
 from crystalwatch.records import Record
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, Scalars, imaged, table_row
+
+if TYPE_CHECKING:  # the type of what write() receives; nothing of it runs here
+    from crystalwatch.actions import Reading
 
 __all__ = ["TABLE_KEY", "WandbSink", "finish_stage"]
 
@@ -160,23 +163,22 @@ class WandbSink:
         return f"{name}:digest-{run.library_digest}"
 
     # -- write ----------------------------------------------------------------------------------------------------
-    def write(self, records: Sequence[Record], step: int, extra: dict[str, float]) -> None:
-        """Log one measurement (one record per task) at training step ``step``; then send its alerts (a
-        :class:`~crystalwatch.actions.Reading`'s)."""
+    def write(self, reading: Reading, step: int, extra: dict[str, float]) -> None:
+        """Log one measurement (one record per task) at training step ``step``; then send the reading's alerts."""
         run = self._bind()
         if run is None:
             return
-        payload: dict[str, Any] = {STEP_KEY: int(step), **self._scalars(records, extra)}
-        payload.update({f"{PREFIX}/{r.task}/bars": bars_chart(r) for r in imaged(records, self.images, self._imaged)})
-        for r in records:
+        payload: dict[str, Any] = {STEP_KEY: int(step), **self._scalars(reading, extra)}
+        payload.update({f"{PREFIX}/{r.task}/bars": bars_chart(r) for r in imaged(reading, self.images, self._imaged)})
+        for r in reading:
             history = self._history.setdefault(r.task, [])
             history.append(Record(r.run, r.index, r.step, r.task, r.outcomes, r.consensus, {}, r.state, label=r.label,
                                   seed=r.seed, seed_centroid=r.seed_centroid))  # fmt: skip  (without its variants)
             if self.images != "none" and r.consensus:
                 payload[f"{PREFIX}/{r.task}/answers"] = answers_chart(history, self._scalars.kept.get(r.task, ()))
-        self._add_rows(records)
+        self._add_rows(reading)
         self._send(run, payload, int(step))
-        for alert in getattr(records, "alerts", ()):  # rate-limited by crystalwatch, so W&B's own wait is 1 s
+        for alert in reading.alerts:  # rate-limited by crystalwatch, so W&B's own wait is 1 s
             run.alert(title=alert.title, text=alert.text, level=alert.level, wait_duration=1)
 
     def _add_rows(self, records: Sequence[Record]) -> None:

@@ -5,7 +5,6 @@
     python bench/calibration.py --arm all                            # every arm, one after another
     python bench/calibration.py --name mine --target integer_1_10=7 --target weekday=uniform \\
         --fraction 0.2 --steps 120 --seed 3                          # your own arm: any task, answer, dose, seed
-    python bench/calibration.py --table                              # re-read every arm with the current phase model
 
 An arm is the demo's LoRA SFT (r 16, all linear layers, lr 2e-4, linear schedule, batch 4, max length 128) on the
 349 everyday chat conversations shipped in ``crystalwatch/data/chat_sft.jsonl``, with a fraction ``f`` of the
@@ -16,8 +15,8 @@ are paraphrases written for this experiment; none shares a 4-word span with any 
 recall. The monitor measures every task's chat prompts every ``--every`` steps against the committed library
 ``docs/real/gemma-3-270m.seeds.json.gz``. Predictions: docs/experiments/calibration.md (written before running).
 
-Writes ``docs/experiments/calibration/<arm>/`` (trajectory.jsonl, summary.json) and, with ``--table``,
-``docs/experiments/calibration/results.md`` and ``results.json`` from every arm's trajectory re-read with the
+Writes ``docs/experiments/calibration/<arm>/`` (trajectory.jsonl, summary.json). ``python bench/calibration_table.py``
+writes ``docs/experiments/calibration/results.md`` and ``results.json`` from every arm's trajectory re-read with the
 phase model of the checkout (the records keep every variant's distribution, so a corrected model re-reads old runs).
 """
 
@@ -358,12 +357,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--every", type=int, default=10, help="measure every N steps (and at the start and end)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    parser.add_argument("--table", action="store_true", help="only re-read the arms and write results.md")
     args = parser.parse_args()
-    if args.table:
-        from calibration_table import write_table  # bench/calibration_table.py
-
-        return write_table(OUT, ARMS)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -373,7 +367,8 @@ def main() -> None:
     elif args.arm:
         arms = ARMS if args.arm == "all" else {args.arm: {**ARMS, **HELDOUT}[args.arm]}
     else:
-        raise SystemExit("calibration: give --arm NAME, --name NAME --target TASK=ANSWER, or --table")
+        raise SystemExit("calibration: give --arm NAME or --name NAME --target TASK=ANSWER (the results: python "
+                         "bench/calibration_table.py)")
     for name, arm in arms.items():
         out = HELDOUT_OUT if name in HELDOUT else OUT
         summary = run_arm(name, arm, args.steps, args.every, args.paraphrases, out)

@@ -1,7 +1,9 @@
 """The calibration experiment's tables: every arm's trajectory re-read with the checkout's phase model.
 
-Used by ``python bench/calibration.py --table``; also ``python bench/calibration_table.py [--config JSON]`` to
-re-read with other thresholds (a :class:`~crystalwatch.phases.PhaseConfig` as JSON) without writing results.
+    python bench/calibration_table.py                  # writes docs/experiments/calibration/results.{md,json}
+    python bench/calibration_table.py --config JSON    # other thresholds (PhaseConfig fields): printed, not written
+
+The arms are bench/calibration.py's (which runs them); this module imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def _f(x, fmt=".2f") -> str:
 
 def markdown(result: dict) -> str:
     arms = result["arms"]
-    lines = ["# Calibration: results (written by `python bench/calibration.py --table`)", "",
+    lines = ["# Calibration: results (written by `python bench/calibration_table.py`)", "",
              "Every arm re-read with the checkout's phase model (`PhaseConfig` below). Steps are training steps; "
              "each arm was measured every 10 steps on the 15 tasks' chat prompts.", "",
              f"`PhaseConfig`: `{json.dumps(result['config'])}`", "", "## Arms", "",
@@ -195,6 +197,10 @@ if __name__ == "__main__":
     from calibration import ARMS, OUT
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", type=json.loads, default={}, help="PhaseConfig fields as JSON")
+    parser.add_argument("--config", type=json.loads, help="PhaseConfig fields as JSON: print the table read with "
+                        "them, write nothing")  # fmt: skip
     args = parser.parse_args()
-    print(markdown(summarise(OUT, ARMS, PhaseConfig(**args.config))))
+    if args.config is None:
+        write_table(OUT, ARMS)
+    else:
+        print(markdown(summarise(OUT, ARMS, PhaseConfig(**args.config))))

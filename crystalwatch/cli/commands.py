@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +12,7 @@ import typer
 from rich.table import Table
 
 from crystalwatch.cli.options import _csv, _device, _errors, _steps, _task_list
+from crystalwatch.cli.tables import VERDICT_NOTE, print_demo_summary, print_library, print_measurement, print_verdicts
 from crystalwatch.errors import (
     CrystalwatchError,
     check_choice,
@@ -18,7 +21,14 @@ from crystalwatch.errors import (
     did_you_mean,
     require_extra,
 )
-from crystalwatch.sinks.console import console
+from crystalwatch.files import ensure_folder, write_atomic
+from crystalwatch.models import DTYPES, fingerprint, load_model
+from crystalwatch.phases import PhaseConfig
+from crystalwatch.records import Record, json_safe, read_trajectory, run_files
+from crystalwatch.scoring.backend import KINDS, check_settings
+from crystalwatch.seeds import SeedLibrary
+from crystalwatch.sinks.console import console, print_events
+from crystalwatch.tasks import load_tasks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Watch a language model crystallize.")
 seeds_app = typer.Typer(no_args_is_help=True, help="Build and inspect seed libraries.")
@@ -35,7 +45,6 @@ def tasks_command(
     tasks: Annotated[str | None, typer.Option(help="Comma-separated ids or YAML paths (default: built-in).")] = None,
 ) -> None:
     """List tasks: id, number of outcomes, number of completion and chat prompts."""
-    from crystalwatch.tasks import load_tasks
 
     with _errors():
         loaded = load_tasks(_task_list(tasks))
@@ -65,14 +74,7 @@ def measure_command(
     seeds: Annotated[Path | None, typer.Option(help="Seed library: add seed metrics and a phase verdict.")] = None,
 ) -> None:
     """Measure a model's answer distributions on tasks and print a table per task."""
-    from crystalwatch.cli.tables import VERDICT_NOTE, print_measurement, print_verdicts
-    from crystalwatch.files import ensure_folder, write_atomic
     from crystalwatch.measure import measure
-    from crystalwatch.models import DTYPES, load_model
-    from crystalwatch.records import json_safe
-    from crystalwatch.scoring.backend import check_settings
-    from crystalwatch.seeds import SeedLibrary
-    from crystalwatch.tasks import load_tasks
     from crystalwatch.trajectory import one_shot
 
     with _errors():
@@ -120,12 +122,7 @@ def seeds_build(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Measure a base model on every prompt of each task and cluster the distributions into seeds."""
-    from crystalwatch.cli.tables import print_library
-    from crystalwatch.files import ensure_folder
-    from crystalwatch.models import DTYPES, fingerprint, load_model
-    from crystalwatch.scoring.backend import KINDS, check_settings
-    from crystalwatch.seeds import build_seed_library
-    from crystalwatch.tasks import load_tasks
+    from crystalwatch.seeds import build_seed_library  # the scorer: torch
 
     with _errors():
         kind_list = _csv(kinds, "--kinds") or []
@@ -157,8 +154,6 @@ def seeds_show(
     tasks: TasksOpt = None,
 ) -> None:
     """Print the seeds of each task: weight, members and top outcomes."""
-    from crystalwatch.cli.tables import print_library
-    from crystalwatch.seeds import SeedLibrary
 
     with _errors():
         lib = SeedLibrary.load(library)
@@ -186,16 +181,8 @@ def trajectory_command(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Measure a ladder of checkpoints (e.g. base -> SFT -> DPO -> RLVR) and track each task's phase."""
-    from crystalwatch.cli.tables import print_verdicts
-    from crystalwatch.files import ensure_folder
     from crystalwatch.ladder import measure_ladder
-    from crystalwatch.models import DTYPES, fingerprint, load_model
-    from crystalwatch.phases import PhaseConfig
-    from crystalwatch.records import Record, read_trajectory, run_files
-    from crystalwatch.scoring.backend import check_settings
-    from crystalwatch.seeds import SeedLibrary, load_or_build
-    from crystalwatch.sinks.console import print_events
-    from crystalwatch.tasks import load_tasks
+    from crystalwatch.seeds import load_or_build
     from crystalwatch.trajectory import check_ladder
 
     with _errors():
@@ -275,7 +262,6 @@ def demo_command(
                                           "questions answered 10): the null, where nothing nucleates.")] = False,
 ) -> None:
     """Watch gemma-3-270m crystallize: seed library, LoRA SFT, DPO, report — offline, on a CPU."""
-    from crystalwatch.cli.tables import print_demo_summary
     from crystalwatch.demo import DemoConfig, Progress, run_demo
 
     with _errors():
@@ -315,8 +301,6 @@ def recipe_command(
 ) -> None:
     """Run a TRL recipe with crystalwatch attached. Arguments after the options go to the recipe
     (e.g. --max_steps 10)."""
-    import shlex
-    import subprocess
 
     from crystalwatch.recipes.launch import (
         MODULES,

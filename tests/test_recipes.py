@@ -194,10 +194,11 @@ def test_model_config_reaches_from_pretrained_and_the_trainer(tmp_path, monkeypa
     """attn_implementation, revision, trust_remote_code and dtype reach from_pretrained (merged with the YAML's
     model_init_kwargs); the LoRA settings reach the trainer as TRL's peft_config."""
     import transformers
+    import trl
     from peft import LoraConfig
     from trl import SFTTrainer
 
-    from crystalwatch.recipes.common import run_stage
+    from crystalwatch.recipes import sft
 
     loaded = []
     original = transformers.PreTrainedModel.from_pretrained.__func__
@@ -223,7 +224,8 @@ def test_model_config_reaches_from_pretrained_and_the_trainer(tmp_path, monkeypa
         "output_dir": str(tmp_path / "out"), "max_steps": 1, "per_device_train_batch_size": 2, "max_length": 64,
         **CPU, "save_strategy": "no", "crystalwatch_enabled": False,
     })  # fmt: skip
-    out = run_stage(Recording, *parse("sft", config))
+    monkeypatch.setattr(trl, "SFTTrainer", Recording)  # what recipes/sft.py builds, recorded
+    out = sft.main(*parse("sft", config))
 
     assert len(loaded) == 1 and loaded[0]["attn_implementation"] == "eager" and loaded[0]["revision"] == "main"
     assert loaded[0]["trust_remote_code"] is False and loaded[0]["use_cache"] is False

@@ -257,7 +257,7 @@ def fit_temperature(
     return float(np.exp(best_x)), best
 
 
-def support(p: np.ndarray, level: float = 0.9) -> np.ndarray:
+def support(p: np.ndarray, level: float) -> np.ndarray:
     """Boolean mask of the smallest set of outcomes holding at least ``level`` of ``p``'s mass."""
     p = np.asarray(p, dtype=float)
     order = np.argsort(-p, kind="stable")
@@ -267,6 +267,6 @@ def support(p: np.ndarray, level: float = 0.9) -> np.ndarray:
     return mask
 
 
-def support_mass(p: np.ndarray, seed: np.ndarray, level: float = 0.9) -> float:
+def support_mass(p: np.ndarray, seed: np.ndarray, level: float) -> float:
     """Mass of ``p`` on the seed's ``level`` support: did the distribution stay on the seed's options?"""
     return float(np.asarray(p, dtype=float)[support(seed, level)].sum())

@@ -214,6 +214,13 @@ def run_files(folder: str | Path | None = None, *, trajectory: str | Path | None
     return Path(folder) / "crystalwatch" / "seeds.json.gz", Path(folder) / "crystalwatch" / "trajectory.jsonl"
 
 
+def report_folder(trajectory: str | Path) -> Path:
+    """Where a run's HTML report goes: ``<folder>/report`` for a run folder's trajectory
+    (``<folder>/crystalwatch/trajectory.jsonl``: :func:`run_files`), else a ``report`` folder beside the file."""
+    path = Path(trajectory)
+    return (path.parent.parent if path.parent.name == "crystalwatch" else path.parent) / "report"
+
+
 def new_trajectory(folder: str | Path) -> Path:
     """The trajectory of a new run of stages (the demo, a recipe chain) in ``folder`` (:func:`run_files`): a file
     an earlier run left there is kept beside it as ``trajectory.previous.jsonl`` (which replaces an older one)."""

@@ -44,10 +44,7 @@ def seed_metrics(
             if not tracker.seen(tid) and away:
                 tracker.set_reference(tid, Reference.of(r.matrix, r.coverage, "start"))
             reference = tracker.reference(tid) or reference
-        seed, sm = library.compare(
-            r, reference=reference, entropy_floor=config.entropy_floor, support_level=config.support_level,
-            permutations=config.permutations, evidence_share=config.evidence_share,
-        )  # fmt: skip
+        seed, sm = library.compare(r, reference=reference, config=config)
         out[tid] = (seed, sm, reference.origin)
     return out
 

@@ -34,7 +34,7 @@ import yaml
 
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.recipes.launch import STAGES
-from crystalwatch.records import new_trajectory, read_trajectory, run_files
+from crystalwatch.records import new_trajectory, read_trajectory, report_folder, run_files
 from crystalwatch.sinks.base import grouped
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -158,7 +158,7 @@ def run_chain(chain: str | Path | dict[str, Any], on_stage: Callable[[str, Any],
         from crystalwatch.report import render_report
 
         title = chain.get("title") or f"{name}: " + " -> ".join(["base"] + [s["recipe"] for s in stages])
-        report = str(render_report(trajectory, out / "report", title=title))
+        report = str(render_report(trajectory, report_folder(trajectory), title=title))
     return {"trajectory": str(trajectory), "report": report, "outputs": outputs, "seeds": seeds,
             "library_seconds": library_seconds, "stages": done, "wandb_runs": [s["wandb_dir"] for s in done]}
 

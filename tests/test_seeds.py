@@ -249,12 +249,12 @@ def test_compare_finds_the_seed_a_distribution_came_from():
 
 def test_seed_pvalue_exact_for_small_k_and_seeded_for_large_k():
     coin = np.array([[0.8, 0.2]])
-    assert seed_pvalue(np.array([0.8, 0.2]), coin) == 0.5  # 2 labellings, one as good: no power
+    assert seed_pvalue(np.array([0.8, 0.2]), coin, n=200) == 0.5  # 2 labellings, one as good: no power
     k10 = np.array([[0.5, 0.2, 0.1, 0.08, 0.05, 0.03, 0.02, 0.01, 0.005, 0.005]])
     p = seed_pvalue(k10[0], k10, n=200, seed=0)
     assert p == pytest.approx(1 / 201)  # the seed's whole shape: no random labelling does as well
     assert seed_pvalue(k10[0], k10, n=200, seed=0) == p  # seeded
-    assert seed_pvalue(np.full(10, 0.1), np.full((1, 10), 0.1)) == 1.0  # flat matches any labelling
+    assert seed_pvalue(np.full(10, 0.1), np.full((1, 10), 0.1), n=200) == 1.0  # flat matches any labelling
     one = np.array([1.0] + [0.0] * 9)  # one answer: p is the share of answers as favoured, at least 1/K
     assert seed_pvalue(one, k10, n=5000, seed=0) == pytest.approx(0.1, abs=0.015)
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from crystalwatch import metrics
 from crystalwatch.answers import Reference, answer_metrics
+from crystalwatch.phases import PhaseConfig
 from crystalwatch.seeds import codec
 from crystalwatch.seeds.types import (
     CrossModelWarning,
@@ -70,7 +71,7 @@ def seed_chance(centroids: np.ndarray, evidence_share: float) -> float:
     return float((centroids.max(axis=0) > k ** (evidence_share - 1)).mean())
 
 
-def seed_pvalue(consensus: np.ndarray, centroids: np.ndarray, n: int = 200, seed: int = 0) -> float:
+def seed_pvalue(consensus: np.ndarray, centroids: np.ndarray, n: int, seed: int = 0) -> float:
     """Is the consensus's mass on answers the seeds favour, more than chance? The share of label permutations
     of the consensus (its mass moved to other outcomes) whose best seed evidence is at least as large.
 
@@ -105,16 +106,18 @@ class SeedLibrary:
         result: TaskResult,
         *,
         reference: Reference | None = None,
-        entropy_floor: float = 0.05,
-        support_level: float = 0.9,
-        permutations: int = 200,
+        config: PhaseConfig | None = None,
         seed: int = 0,
-        evidence_share: float = 0.25,
     ) -> tuple[Seed, dict[str, Any]]:
         """The nearest seed of a measured task, and its metrics plus every seed and answer metric.
 
         Change (``collapse``, ``base_distance``, the answers' gains and reach) is measured from ``reference``: the
-        run's start when it is not the base, else (the default) the library's base on the same prompt kind."""
+        run's start when it is not the base, else (the default) the library's base on the same prompt kind. The
+        phase model's settings (``config``: entropy floor, support level, permutations, evidence share) are the
+        defaults' unless given."""
+        config = config or PhaseConfig()
+        entropy_floor, support_level = config.entropy_floor, config.support_level
+        permutations, evidence_share = config.permutations, config.evidence_share
         t = self.tasks[result.task.id]
         ref = reference or t.reference(result.kind)
         out = _compare(t, result.consensus, support_level=support_level, permutations=permutations, seed=seed,

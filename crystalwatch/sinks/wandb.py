@@ -28,7 +28,7 @@ import wandb
 import wandb.plot
 
 from crystalwatch.bars import BAR_COLUMNS, bar_rows, title
-from crystalwatch.records import Record
+from crystalwatch.records import Record, report_folder
 from crystalwatch.sinks.base import RunInfo
 from crystalwatch.sinks.scalars import PREFIX, TABLE_COLUMNS, Scalars, imaged, table_row
 
@@ -214,7 +214,7 @@ class WandbSink:
             if self.report:
                 from crystalwatch.report import render_report
 
-                folder = Path(info.trajectory).parent / "report"
+                folder = report_folder(info.trajectory)
                 render_report(info.trajectory, folder)
                 artifact.add_dir(str(folder), name="report")
             run.log_artifact(artifact)

@@ -28,14 +28,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import yaml
 
 from crystalwatch.errors import CrystalwatchError
 from crystalwatch.recipes.launch import STAGES
 from crystalwatch.records import new_trajectory, read_trajectory, report_folder, run_files
-from crystalwatch.sinks.base import grouped
+from crystalwatch.sinks.base import environment, grouped
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -86,7 +85,7 @@ def tracked(chain: str, stage: str, out: Path) -> Iterator[None]:
     environment is restored afterwards, including what the stage's YAML ``env:`` set."""
     env = {"MLFLOW_EXPERIMENT_NAME": chain, "MLFLOW_TAGS": json.dumps({"chain": chain, "stage": stage}),
            "TENSORBOARD_LOGGING_DIR": str(out / "tensorboard" / stage), "TRACKIO_PROJECT": chain}  # fmt: skip
-    with grouped(chain, stage), mock.patch.dict(os.environ, env):
+    with grouped(chain, stage), environment(env):
         yield
 
 
@@ -130,7 +129,7 @@ def run_chain(chain: str | Path | dict[str, Any], on_stage: Callable[[str, Any],
     name = str(chain.get("run", out.name))
     trajectory = new_trajectory(out)  # a new chain is a new run
     stages = chain["stages"]
-    with mock.patch.dict(os.environ):  # the first stage's settings, for the seed library; a YAML `env:` stays in
+    with environment():  # the first stage's settings, for the seed library; a YAML `env:` stays in
         first = stage_args(stages[0]["recipe"], stages[0]["config"], stages[0].get("overrides", {}))
     started = time.perf_counter()
     seeds = seed_library(chain["base"], out, first, chain.get("seeds"))

@@ -107,16 +107,21 @@ def tracker_sink(name: str, **options: Any) -> Sink:
 def grouped(group: str, job_type: str) -> Iterator[None]:
     """Group the tracker runs started inside (one stage of a chain) as one experiment: W&B reads
     ``WANDB_RUN_GROUP`` / ``WANDB_JOB_TYPE`` when the Trainer starts its run. The environment is restored."""
-    saved = {k: os.environ.get(k) for k in ("WANDB_RUN_GROUP", "WANDB_JOB_TYPE")}
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is None:
         wandb.teardown()  # W&B reads its environment once per session: an idle earlier session would hide the group
-    os.environ.update({"WANDB_RUN_GROUP": group, "WANDB_JOB_TYPE": job_type})
+    with environment({"WANDB_RUN_GROUP": group, "WANDB_JOB_TYPE": job_type}):
+        yield
+
+
+@contextlib.contextmanager
+def environment(updates: dict[str, str] | None = None) -> Iterator[None]:
+    """``updates`` set in ``os.environ`` for the block; afterwards the whole environment is as it was before (what
+    the block set, a stage YAML's ``env:`` included, is undone)."""
+    saved = dict(os.environ)
+    os.environ.update(updates or {})
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        os.environ.clear()
+        os.environ.update(saved)

@@ -109,7 +109,7 @@ def callbacks(args: Any) -> list[Any]:
     """The callback list for a trainer (empty when ``crystalwatch_enabled`` is false)."""
     if not args.crystalwatch_enabled:
         return []
-    from crystalwatch import CrystalWatchCallback
+    from crystalwatch.callback import CrystalWatchCallback
 
     return [CrystalWatchCallback(config=watch_config(args))]
 

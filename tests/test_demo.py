@@ -11,8 +11,16 @@ from wandb_run import inspect_records, read_offline_run
 
 from crystalwatch import read_trajectory
 from crystalwatch.cli import app
-from crystalwatch.demo import DEMO_TASKS
 from crystalwatch.records import run_files
+
+
+def yaml_tasks() -> list[str]:
+    """The demo's tasks, as its chain's stage config lists them (their one home)."""
+    import yaml
+
+    from crystalwatch.recipes.launch import CONFIGS
+
+    return yaml.safe_load((CONFIGS / "demo" / "sft.yaml").read_text())["crystalwatch_tasks"]
 
 
 def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
@@ -23,7 +31,8 @@ def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
     assert "where each task ended" in said(result) and "wandb sync" in said(result)
 
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["tasks"]) == set(DEMO_TASKS) and [s["name"] for s in summary["stages"]] == ["sft", "dpo"]
+    tasks = yaml_tasks()
+    assert set(summary["tasks"]) == set(tasks) and [s["name"] for s in summary["stages"]] == ["sft", "dpo"]
     assert summary["trajectory"] == str(run_files(out)[1])  # where every run of stages keeps its trajectory
     records = read_trajectory(summary["trajectory"])
     steps = sorted({(r["index"], r["step"], r["label"]) for r in records})
@@ -32,7 +41,7 @@ def test_tiny_demo_end_to_end(tmp_path, monkeypatch):
         assert t["state"] == [r for r in records if r["task"] == task][-1]["state"]
 
     html = (out / "report" / "index.html").read_text()
-    assert all(task in html for task in DEMO_TASKS) and (out / "report" / "timeline.png").stat().st_size > 1000
+    assert all(task in html for task in tasks) and (out / "report" / "timeline.png").stat().st_size > 1000
 
     runs = {s["name"]: read_offline_run(s["wandb_dir"]) for s in summary["stages"]}
     headers = [next(r["run"] for r in inspect_records(stage["wandb_dir"]) if r["type"] == "run")
@@ -60,7 +69,7 @@ def test_the_demo_doses_1_10_on_held_out_questions_unless_told_not_to():
     import yaml
 
     from crystalwatch.data import chat_sft_path
-    from crystalwatch.demo import DemoConfig, demo_chain
+    from crystalwatch.recipes.demo import DemoConfig, demo_chain
     from crystalwatch.tasks import load_task
 
     sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
@@ -89,7 +98,7 @@ def test_the_demo_summary_reads_in_a_log_and_on_a_terminal():
                         {"step": 100, "stage": "sft", "from": "nucleating", "to": "nucleated", "seed": "s2"}]}},
         "stages": [], "seconds": 1.0, "library_seconds": 0.5, "trajectory": "t.jsonl", "report": "r/index.html",
         "wandb_mode": None})  # fmt: skip
-    code = ("import json; from crystalwatch.cli.tables import print_demo_summary; "
+    code = ("import json; from crystalwatch.recipes.demo import print_demo_summary; "
             f"print_demo_summary(json.loads({summary!r}))")
     for columns in (None, "80"):
         env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})

@@ -21,7 +21,8 @@ from crystalwatch.recipes.launch import CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(CONFIGS.rglob("*.yaml"))
-STAGES = [p for p in SHIPPED if p.stem != "chain"]
+CHAINS = [p for p in SHIPPED if "stages" in yaml.safe_load(p.read_text())]  # chain.yaml, demo/tiny.yaml
+STAGES = [p for p in SHIPPED if p not in CHAINS]
 REAL_GRPO = [p for p in STAGES if p.stem == "grpo" and p.parent.name != "smoke"]
 TRACKER_ENV = ("WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TAGS", "TENSORBOARD_LOGGING_DIR",
                "TRACKIO_PROJECT")  # fmt: skip
@@ -81,7 +82,7 @@ def test_vllm_grpo_configs_parse_without_vllm(path, bf16_gpu, monkeypatch):
     assert training.max_completion_length < training.vllm_max_model_length
 
 
-@pytest.mark.parametrize("path", [p for p in SHIPPED if p.stem == "chain"], ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", CHAINS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_chain_configs(path):
     from crystalwatch.recipes.tulu3 import load_chain
 
@@ -155,7 +156,7 @@ def _non_default(name: str, f: dataclasses.Field, hint: object):
 
 
 def test_every_generated_key_parses_from_yaml_and_reaches_the_callback(tmp_path, monkeypatch):
-    import crystalwatch
+    import crystalwatch.callback
     from crystalwatch.recipes.common import SETTINGS, CrystalWatchArguments, callbacks
 
     hints = typing.get_type_hints(CrystalWatchArguments)  # (HfArgumentParser rewrites the fields' .type)
@@ -165,7 +166,7 @@ def test_every_generated_key_parses_from_yaml_and_reaches_the_callback(tmp_path,
     *_, watch = parse("sft", config)
 
     seen = []
-    monkeypatch.setattr(crystalwatch, "CrystalWatchCallback", lambda **kw: seen.append(kw["config"]))
+    monkeypatch.setattr(crystalwatch.callback, "CrystalWatchCallback", lambda **kw: seen.append(kw["config"]))
     callbacks(watch)
     assert len(seen) == 1
     for key, path in SETTINGS.items():

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from crystalwatch.cli.options import _csv, _device, _errors, _steps, _task_list
-from crystalwatch.cli.tables import VERDICT_NOTE, print_demo_summary, print_library, print_measurement, print_verdicts
+from crystalwatch.cli.tables import VERDICT_NOTE, print_library, print_measurement, print_verdicts
 from crystalwatch.errors import (
     CrystalwatchError,
     check_choice,
@@ -251,39 +251,33 @@ def demo_command(
     ),
     tiny: Annotated[bool, typer.Option(help="A locally built tiny model: the whole pipeline in seconds.")] = False,
     tasks: TasksOpt = None,
-    sft_steps: Annotated[int | None, typer.Option(help="SFT steps (default 100; tiny 30).")] = None,
-    dpo_steps: Annotated[int | None, typer.Option(help="DPO steps (default 14; tiny 6; 0 skips DPO).")] = None,
-    every: Annotated[int | None, typer.Option(help="Measure every N steps (default 20; tiny 10).")] = None,
-    sft_lr: Annotated[float, typer.Option(help="SFT learning rate (LoRA).")] = 2e-4,
-    dpo_lr: Annotated[float, typer.Option(help="DPO learning rate (LoRA).")] = 5e-5,
+    sft_steps: Annotated[int | None, typer.Option(help="SFT steps (default: the chain's, 100; tiny 30).")] = None,
+    dpo_steps: Annotated[int | None, typer.Option(help="DPO steps (default: the chain's, 14; tiny 6; 0 skips "
+                                                  "DPO).")] = None,
+    every: Annotated[int | None, typer.Option(help="Measure every N steps (default: the chain's, 20; tiny "
+                                              "10).")] = None,
+    sft_lr: Annotated[float | None, typer.Option(help="SFT learning rate (LoRA; default: the chain's).")] = None,
+    dpo_lr: Annotated[float | None, typer.Option(help="DPO learning rate (LoRA; default: the chain's).")] = None,
     wandb: Annotated[str, typer.Option(help="auto | online | offline (auto: online when logged in).")] = "auto",
     no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not use W&B at all.")] = False,
     no_dose: Annotated[bool, typer.Option("--no-dose", help="SFT on the everyday chat conversations alone (no 1-10 "
                                           "questions answered 10): the null, where nothing nucleates.")] = False,
 ) -> None:
     """Watch gemma-3-270m crystallize: seed library, LoRA SFT, DPO, report — offline, on a CPU."""
-    from crystalwatch.demo import DemoConfig, Progress, run_demo
+    from crystalwatch.recipes.demo import DemoConfig, Progress, demo_chain, print_demo_summary, run_demo, settings
 
     with _errors():
         needed = ["trl", "peft", "datasets"] + ([] if no_wandb or wandb == "off" else ["wandb"])
         require_extra("demo", *needed, *([] if tiny else ["gguf"]), what="crystalwatch demo")
-        cfg = DemoConfig(
-            out=out,
-            tiny=tiny,
-            tasks=tuple(_task_list(tasks) or DemoConfig.tasks),
-            sft_steps=sft_steps or (30 if tiny else 100),
-            dpo_steps=(6 if tiny else 14) if dpo_steps is None else dpo_steps,
-            every_n_steps=every or (10 if tiny else 20),
-            sft_lr=sft_lr,
-            dpo_lr=dpo_lr,
-            wandb="off" if no_wandb else wandb,
-            dose=not no_dose,
-        )
+        cfg = DemoConfig(out=out, tiny=tiny, tasks=tuple(_task_list(tasks)) if tasks else None, sft_steps=sft_steps,
+                         dpo_steps=dpo_steps, every_n_steps=every, sft_lr=sft_lr, dpo_lr=dpo_lr,
+                         wandb="off" if no_wandb else wandb, dose=not no_dose)  # fmt: skip
+        shown = settings(demo_chain(cfg, None))
         what = "a tiny local model" if tiny else "google/gemma-3-270m (base, from PyPI)"
-        console.print(
-            f"[bold]crystalwatch demo[/bold]: {what}, tasks {', '.join(cfg.tasks)}; SFT {cfg.sft_steps} steps, "
-            f"DPO {cfg.dpo_steps} steps, measured every {cfg.every_n_steps}"
-        )
+        stages = ", ".join(f"{name.upper()} {s['max_steps']} steps" for name, s in shown.items())
+        first = next(iter(shown.values()))
+        console.print(f"[bold]crystalwatch demo[/bold]: {what}, tasks {', '.join(first['crystalwatch_tasks'])}; "
+                      f"{stages}, measured every {first['crystalwatch_every_n_steps']}")  # fmt: skip
         with Progress(console) as progress:
             summary = run_demo(cfg, progress)
     print_demo_summary(summary)

@@ -19,7 +19,7 @@ def _top(names: Sequence[str], p: np.ndarray, n: int = 3) -> str:
     return "  ".join(f"{names[i]} {p[i]:.2f}" for i in order)
 
 
-def _num(x: Any, fmt: str = ".3f") -> str:
+def number_text(x: Any, fmt: str = ".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
 
 
@@ -74,7 +74,7 @@ VERDICT_NOTE = (
 )
 
 
-def _fitted(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], droppable: Sequence[str],
+def fitted_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], droppable: Sequence[str],
             left: Sequence[str] = ("task", "state", "seed", "top")) -> None:
     """Print a table whose every cell is whole: on a terminal too narrow for every column, the ``droppable`` ones are
     left out in that order (and named below the table) rather than any cell cut to an ellipsis."""
@@ -106,31 +106,8 @@ def print_verdicts(verdicts: dict[str, dict[str, Any]], title: str) -> None:
     rows = []
     for tid, v in verdicts.items():
         m = v["metrics"]
-        rows.append([
-            tid, v["state"], v["seed"] or "-", _num(m.get("seed_distance")), _num(m.get("seed_margin")),
-            _num(m.get("seed_support_mass"), ".2f"), temperature_text(m),
-            _num(m.get("tempered_distance")), _num(m.get("seed_pvalue"), ".2g"), _num(m.get("collapse"), ".2f"),
-            _num(m.get("coverage"), ".3g"),
-        ])  # fmt: skip
-    _fitted(title, VERDICT_COLUMNS, rows, ("support", "p", "margin", "tempered", "T"))
-
-
-def print_demo_summary(summary: dict[str, Any]) -> None:
-    """Per task: final state, seed, distance, entropy before -> after and top answer; then every transition, one line
-    each, in step order."""
-    rows = [[task, t["state"], t["seed"] or "-", _num(t["seed_distance"]),
-             "{:.2f}->{:.2f}".format(*t["entropy"]), t["top"]] for task, t in summary["tasks"].items()]  # fmt: skip
-    _fitted("crystalwatch demo: where each task ended", ("task", "state", "seed", "distance", "entropy", "top"), rows,
-            ("distance", "seed"))  # fmt: skip
-    moves = sorted((e["step"], task, e) for task, t in summary["tasks"].items() for e in t["transitions"])
-    console.print("transitions:" + ("" if moves else " none"))
-    for step, task, e in moves:
-        onto = f" onto {e['seed']}" if e["seed"] and e["to"] not in ("liquid", "melted") else ""
-        console.print(f"  step {step} ({e['stage']}): {task} {state(e['from'])} -> {state(e['to'])}{onto}")
-    stages = ", ".join(f"{s['name']} {s['steps']} steps {s['seconds']:.0f} s" for s in summary["stages"])
-    console.print(f"total {summary['seconds']:.0f} s (seed library {summary['library_seconds']:.0f} s; {stages})")
-    console.print(f"trajectory: {summary['trajectory']}\nreport: {summary['report']}")
-    if summary["wandb_mode"] == "offline":
-        for s in summary["stages"]:
-            if s["wandb_dir"]:
-                console.print(f"W&B run (offline): upload it with `wandb sync {s['wandb_dir']}`")
+        numbers = [number_text(m.get(k), f) for k, f in (("seed_distance", ".3f"), ("seed_margin", ".3f"),
+                   ("seed_support_mass", ".2f"))] + [temperature_text(m)] + [number_text(m.get(k), f) for k, f in
+                   (("tempered_distance", ".3f"), ("seed_pvalue", ".2g"), ("collapse", ".2f"), ("coverage", ".3g"))]
+        rows.append([tid, v["state"], v["seed"] or "-", *numbers])  # fmt: skip
+    fitted_table(title, VERDICT_COLUMNS, rows, ("support", "p", "margin", "tempered", "T"))

@@ -251,11 +251,9 @@ def demo_command(
     ),
     tiny: Annotated[bool, typer.Option(help="A locally built tiny model: the whole pipeline in seconds.")] = False,
     tasks: TasksOpt = None,
-    sft_steps: Annotated[int | None, typer.Option(help="SFT steps (default: the chain's, 100; tiny 30).")] = None,
-    dpo_steps: Annotated[int | None, typer.Option(help="DPO steps (default: the chain's, 14; tiny 6; 0 skips "
-                                                  "DPO).")] = None,
-    every: Annotated[int | None, typer.Option(help="Measure every N steps (default: the chain's, 20; tiny "
-                                              "10).")] = None,
+    sft_steps: Annotated[int | None, typer.Option(help="SFT steps (default: the chain's).")] = None,
+    dpo_steps: Annotated[int | None, typer.Option(help="DPO steps (default: the chain's; 0 skips DPO).")] = None,
+    every: Annotated[int | None, typer.Option(help="Measure every N steps (default: the chain's).")] = None,
     sft_lr: Annotated[float | None, typer.Option(help="SFT learning rate (LoRA; default: the chain's).")] = None,
     dpo_lr: Annotated[float | None, typer.Option(help="DPO learning rate (LoRA; default: the chain's).")] = None,
     wandb: Annotated[str, typer.Option(help="auto | online | offline (auto: online when logged in).")] = "auto",

@@ -218,7 +218,8 @@ def report_folder(trajectory: str | Path) -> Path:
     """Where a run's HTML report goes: ``<folder>/report`` for a run folder's trajectory
     (``<folder>/crystalwatch/trajectory.jsonl``: :func:`run_files`), else a ``report`` folder beside the file."""
     path = Path(trajectory)
-    return (path.parent.parent if path.parent.name == "crystalwatch" else path.parent) / "report"
+    in_run_folder = path.name == "trajectory.jsonl" and path.parent.name == "crystalwatch"
+    return (path.parent.parent if in_run_folder else path.parent) / "report"
 
 
 def new_trajectory(folder: str | Path) -> Path:

@@ -224,3 +224,11 @@ def test_report_rereads_old_runs_with_todays_phase_model_and_picks_tasks(tmp_pat
     assert sorted(p.name for p in (tmp_path / "r").glob("answers-*.png")) == ["answers-integer_1_10.png"]
     bad = CliRunner().invoke(app, ["report", str(arms[0]), "--tasks", "integer_1_10,nope", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "no records of task(s) nope" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_runs_report_folder():
+    from crystalwatch.records import report_folder
+
+    assert report_folder("out/crystalwatch/trajectory.jsonl") == Path("out/report")  # a run folder's (run_files)
+    assert report_folder("ladder.jsonl") == Path("report")
+    assert report_folder("/home/u/crystalwatch/run.jsonl") == Path("/home/u/crystalwatch/report")  # not a run folder

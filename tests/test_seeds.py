@@ -229,6 +229,13 @@ def test_cross_model_check_compares_what_prompts_render_to(built, tokenizer):
     assert renders_alike(with_template(GEMMA_CHAT_TEMPLATE), old)
     assert not renders_alike(with_template(chatml), old)
     assert not renders_alike(with_template(chatml), {**prov, "chat_template_hash": "0123456789abcdef"})
+    # Templates that refuse a probe (raise_exception on a system turn) have no render hash and are compared by their
+    # source: two different refusing templates never look alike.
+    refusing = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}"
+    one, two = with_template(refusing + "A"), with_template(refusing + "B")
+    assert _render_hash(one, refusing + "A") is None
+    assert not renders_alike(two, {**prov, **tokenizer_fingerprint(one)})
+    assert renders_alike(one, {**prov, **tokenizer_fingerprint(one)})
 
 
 def test_compare_finds_the_seed_a_distribution_came_from():

@@ -292,3 +292,15 @@ def test_images_on_a_tasks_first_measurement_and_its_transitions(logged):
     rows = measurement_rows(logged[0]["history"])
     drawn = [sorted(t for t in ("count", "coin") if f"crystal/{t}/bars_table._type" in row) for row in rows]
     assert drawn == [["coin", "count"], ["coin"], ["coin", "count"]]
+
+
+def test_a_long_runs_answers_chart_is_thinned_not_its_history():
+    """Each redraw of a task's answers chart holds at most CHART_POINTS measurements, evenly spread, the first and
+    the latest kept (the scalars keep every one)."""
+    from crystalwatch.sinks.wandb import CHART_POINTS, thinned
+
+    history = [record("count", 10 * i, "liquid") for i in range(250)]
+    drawn = thinned(history)
+    assert len(drawn) == CHART_POINTS and drawn[0] is history[0] and drawn[-1] is history[-1]
+    assert [r.step for r in drawn] == sorted({r.step for r in drawn})  # in order, no measurement twice
+    assert thinned(history[:40]) == history[:40]

@@ -224,15 +224,15 @@ def _sha(text: str) -> str:
 
 
 def _render_hash(tokenizer: Any, template: str | None) -> str | None:
+    """The hash of what ``template`` renders on the probe conversations; None when it has no template or refuses a
+    probe (a template may raise on a system turn): such templates are then compared by their source."""
     if not template:
         return None
-    rendered = []
-    for messages in _PROBES:
-        try:
-            rendered.append(tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                                          add_generation_prompt=True))  # fmt: skip
-        except Exception as e:  # a template may refuse a role (e.g. system): that refusal is part of its behaviour
-            rendered.append(f"<{type(e).__name__}>")
+    try:
+        rendered = [tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                                  add_generation_prompt=True) for messages in _PROBES]  # fmt: skip
+    except Exception:  # noqa: BLE001 - any refusal: two refusing templates must not look alike
+        return None
     return _sha("\x00".join(rendered))
 
 

@@ -88,6 +88,18 @@ def answers_chart(history: Sequence[Record], answers: Sequence[str]) -> Any:
                                   title=f"{last.task}: answers over steps (now {last.state}{onto})")  # fmt: skip
 
 
+CHART_POINTS = 100  # measurements drawn per answers chart at most: a long run's chart is thinned, not its data
+
+
+def thinned(history: Sequence[Record], points: int = CHART_POINTS) -> list[Record]:
+    """At most ``points`` records of ``history``, evenly spread, the first and the latest kept: each redraw of a
+    task's answers chart stays small however long the run (the scalars keep every measurement)."""
+    n = len(history)
+    if n <= points:
+        return list(history)
+    return [history[round(i * (n - 1) / (points - 1))] for i in range(points)]
+
+
 def _prob(record: Record, answer: str) -> float:
     try:
         return float(record.consensus[record.outcomes.index(answer)])
@@ -109,7 +121,6 @@ class WandbSink:
 
     def __init__(self, *, images: str | bool = "transitions", report: bool = False) -> None:
         self.images = {True: "all", False: "none"}.get(images, images) if isinstance(images, bool) else images
-        self._imaged: set[str] = set()
         self.report = report  # render the report at close (seconds, on the training path) and log it too
         self._info: RunInfo | None = None
         self._owned = False  # this sink started the run, so it finishes it
@@ -121,6 +132,7 @@ class WandbSink:
         self._table: wandb.Table | None = None
         self._logged_rows = 0  # rows of _table that reached a successful log call
         self._last_step = 0
+        self._imaged: set[str] = set()  # tasks whose bars this run has drawn
         self._scalars = Scalars()  # answers kept per task: the same lines in the scalars and the answers chart
         self._history: dict[str, list[Record]] = {}  # task -> its records so far (the answers chart's data)
 
@@ -170,12 +182,13 @@ class WandbSink:
             return
         payload: dict[str, Any] = {STEP_KEY: int(step), **self._scalars(reading, extra)}
         payload.update({f"{PREFIX}/{r.task}/bars": bars_chart(r) for r in imaged(reading, self.images, self._imaged)})
-        for r in reading:
+        for r in reading if self.images != "none" else ():
             history = self._history.setdefault(r.task, [])
             history.append(Record(r.run, r.index, r.step, r.task, r.outcomes, r.consensus, {}, r.state, label=r.label,
                                   seed=r.seed, seed_centroid=r.seed_centroid))  # fmt: skip  (without its variants)
-            if self.images != "none" and r.consensus:
-                payload[f"{PREFIX}/{r.task}/answers"] = answers_chart(history, self._scalars.kept.get(r.task, ()))
+            if r.consensus:
+                payload[f"{PREFIX}/{r.task}/answers"] = answers_chart(thinned(history),
+                                                                      self._scalars.kept.get(r.task, ()))
         self._add_rows(reading)
         self._send(run, payload, int(step))
         for alert in reading.alerts:  # rate-limited by crystalwatch, so W&B's own wait is 1 s

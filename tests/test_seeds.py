@@ -236,6 +236,8 @@ def test_cross_model_check_compares_what_prompts_render_to(built, tokenizer):
     assert _render_hash(one, refusing + "A") is None
     assert not renders_alike(two, {**prov, **tokenizer_fingerprint(one)})
     assert renders_alike(one, {**prov, **tokenizer_fingerprint(one)})
+    dated = "{{ date_string if date_string is defined else strftime_now('%H:%M:%S.%f') }}{{ messages[-1]['content'] }}"
+    assert _render_hash(with_template(dated), dated) == _render_hash(with_template(dated), dated)  # not the clock
 
 
 def test_compare_finds_the_seed_a_distribution_came_from():

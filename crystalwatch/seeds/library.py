@@ -213,6 +213,9 @@ _PROBES = (
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Pick a number."}],
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Go"}],
 )
+# Templates that print today's date (Llama 3.x: ``strftime_now`` unless ``date_string`` is given) get a fixed one, so
+# that what they render does not change from day to day.
+_PROBE_DATE = "01 Jan 2026"
 # Source hashes of the Gemma turn formats earlier crystalwatch versions rendered with: each renders every
 # conversation as GEMMA_CHAT_TEMPLATE does (it only added the assistant-mask markers; tests/test_seeds.py renders
 # both), so a library that recorded one of them has no render hash but was rendered as today.
@@ -230,7 +233,8 @@ def _render_hash(tokenizer: Any, template: str | None) -> str | None:
         return None
     try:
         rendered = [tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                                  add_generation_prompt=True) for messages in _PROBES]  # fmt: skip
+                                                  add_generation_prompt=True, date_string=_PROBE_DATE)
+                    for messages in _PROBES]  # fmt: skip
     except Exception:  # noqa: BLE001 - any refusal: two refusing templates must not look alike
         return None
     return _sha("\x00".join(rendered))

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 
 from crystalwatch.metrics import temperature_text
@@ -78,7 +79,7 @@ def fitted_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str
             left: Sequence[str] = ("task", "state", "seed", "top")) -> None:
     """Print a table whose every cell is whole: on a terminal too narrow for every column, the ``droppable`` ones are
     left out in that order (and named below the table) rather than any cell cut to an ellipsis."""
-    widths = {c: max([len(c)] + [len(str(r[i])) for r in rows]) for i, c in enumerate(columns)}
+    widths = {c: max([cell_len(c)] + [cell_len(str(r[i])) for r in rows]) for i, c in enumerate(columns)}
     shown = list(columns)
     for col in droppable:
         if sum(widths[c] + 3 for c in shown) - 3 <= console.width:  # each column: 2 of padding, 1 rule

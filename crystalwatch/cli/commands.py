@@ -239,8 +239,7 @@ def report_command(
     from crystalwatch.report import render_report
 
     with _errors():
-        chosen = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-        index = render_report(trajectories, out, title=title, seeds=seeds, tasks=chosen)
+        index = render_report(trajectories, out, title=title, seeds=seeds, tasks=_task_list(tasks))
     console.print(f"report written to {index}")
 
 

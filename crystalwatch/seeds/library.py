@@ -38,8 +38,7 @@ if TYPE_CHECKING:  # measure imports the scorer, so torch: reading a library nee
     from crystalwatch.measure import TaskResult
 
 
-def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permutations: int, seed: int,
-             evidence_share: float) -> dict:
+def _compare(t: TaskSeeds, consensus: np.ndarray, config: PhaseConfig, seed: int) -> dict:
     """Seed metrics of a consensus distribution against one task's seeds (see docs/phase-model.md)."""
     centroids = t.centroids
     dist = metrics.jsd_rows(consensus, centroids)
@@ -52,14 +51,14 @@ def _compare(t: TaskSeeds, consensus: np.ndarray, *, support_level: float, permu
         "seed": t.seeds[nearest].id,
         "seed_distance": float(dist[nearest]),
         "seed_margin": float(dist[order[1]] - dist[nearest]) if len(order) > 1 else None,
-        "seed_support_mass": metrics.support_mass(consensus, centroids[nearest], support_level),
+        "seed_support_mass": metrics.support_mass(consensus, centroids[nearest], config.support_level),
         "temperature": temperature,
         "temperature_bound": metrics.temperature_bound(temperature),
         "tempered_distance": tempered,
         "evidence_seed": t.seeds[best].id,
         "seed_evidence": float(evidence[best]),
-        "seed_pvalue": seed_pvalue(consensus, centroids, permutations, seed),
-        "seed_chance": seed_chance(centroids, evidence_share),
+        "seed_pvalue": seed_pvalue(consensus, centroids, config.permutations, seed),
+        "seed_chance": seed_chance(centroids, config.evidence_share),
     }
 
 
@@ -116,17 +115,14 @@ class SeedLibrary:
         phase model's settings (``config``: entropy floor, support level, permutations, evidence share) are the
         defaults' unless given."""
         config = config or PhaseConfig()
-        entropy_floor, support_level = config.entropy_floor, config.support_level
-        permutations, evidence_share = config.permutations, config.evidence_share
         t = self.tasks[result.task.id]
         ref = reference or t.reference(result.kind)
-        out = _compare(t, result.consensus, support_level=support_level, permutations=permutations, seed=seed,
-                       evidence_share=evidence_share)
+        out = _compare(t, result.consensus, config, seed)
         seed_id = out.pop("seed")
         nearest = self.seed(result.task.id, seed_id)
         out["base_consensus_entropy"] = ref.consensus_entropy
         now = result.metrics.get("consensus_entropy", float(metrics.normalized_entropy(result.consensus)))
-        out["collapse"] = metrics.collapse(now, out["base_consensus_entropy"], entropy_floor)
+        out["collapse"] = metrics.collapse(now, out["base_consensus_entropy"], config.entropy_floor)
         out["base_distance"] = metrics.jsd(result.consensus, ref.consensus)
         answers = answer_metrics(result.consensus, result.matrix, result.coverage, ref, t.centroids)
         answers["top_seed"] = t.seeds[answers["top_seed"]].id

@@ -94,7 +94,6 @@ class Scalars:
         return out
 
 
-
 def imaged(records: Sequence[Record], mode: str, seen: set[str]) -> list[Record]:
     """The records whose bar image a tracker draws: every one (``"all"``), none, or (``"transitions"``) a task's
     first measurement and the ones with a transition. ``seen`` keeps the tasks drawn once (the sink's own)."""
